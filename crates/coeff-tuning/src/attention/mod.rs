@@ -1,0 +1,332 @@
+//! The one multi-head attention every model crate calls, with Coeff-Tuning built in.
+//!
+//! ```text
+//! Q = query(x_q)  : [B, N, H*d] -> [B, H, N, d]
+//! K = key(x_kv)   : [B, M, H*d] -> [B, H, M, d]
+//! V = value(x_kv) : [B, M, H*d] -> [B, H, M, d]
+//! A     = dropout(softmax(Q K^T / sqrt(d) + bias + masks))   : [B, H, N, M]
+//! A_hat = (I + dropout(alpha)) mixed over heads              : [B, H, N, M]   (Coeff-Tuning)
+//! out   = output(concat_h(A_hat[:, h] V_h))                  : [B, N, d_out]
+//! ```
+//!
+//! Self-attention, cross-attention (key width may differ from the query width), padding and
+//! boolean masks, additive biases, and a query-chunked path that never holds all `[B, H, N, M]`
+//! maps at once (for SDXL's 4096-token levels). Every projection is a [`PeftLinear`], so LoRA /
+//! DoRA attach to `query`, `key`, `value`, `output` by module path.
+
+pub mod coeff;
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::{Dropout, DropoutConfig, LinearConfig};
+use burn::tensor::activation::softmax;
+use burn::tensor::{backend::Backend, Bool, Tensor};
+
+pub use coeff::{mix_heads, Coeff, CoeffConfig};
+
+use crate::peft::PeftLinear;
+
+/// Configuration of [`MultiHeadAttention`].
+#[derive(Config, Debug)]
+pub struct MultiHeadAttentionConfig {
+    /// Width of the query input (and of the output unless `d_output` is set).
+    pub d_model: usize,
+    /// Number of heads `H`.
+    pub n_heads: usize,
+    /// Width of the key/value input; defaults to `d_model` (self-attention).
+    #[config(default = "None")]
+    pub d_kv: Option<usize>,
+    /// Per-head width `d`; defaults to `d_model / n_heads`.
+    #[config(default = "None")]
+    pub head_dim: Option<usize>,
+    /// Output width; defaults to `d_model`.
+    #[config(default = "None")]
+    pub d_output: Option<usize>,
+    /// Bias on the query/key/value projections.
+    #[config(default = true)]
+    pub qkv_bias: bool,
+    /// Bias on the output projection.
+    #[config(default = true)]
+    pub output_bias: bool,
+    /// Dropout on the attention maps (training only).
+    #[config(default = 0.0)]
+    pub dropout: f64,
+    /// Process queries in chunks of this many rows (memory-bounded path); `None` = eager.
+    #[config(default = "None")]
+    pub query_chunk: Option<usize>,
+    /// Score given to masked positions before the softmax. Finite, so a fully masked row
+    /// gives a uniform map instead of NaN.
+    #[config(default = -1.0e9)]
+    pub mask_value: f64,
+}
+
+/// Multi-head attention with optional Coeff-Tuning coefficients.
+///
+/// Module paths: `query`, `key`, `value`, `output` ([`PeftLinear`]), `coeff.alpha` `[H, H]`.
+#[derive(Module, Debug)]
+pub struct MultiHeadAttention<B: Backend> {
+    /// `[d_model] -> [H * d]`
+    pub query: PeftLinear<B>,
+    /// `[d_kv] -> [H * d]`
+    pub key: PeftLinear<B>,
+    /// `[d_kv] -> [H * d]`
+    pub value: PeftLinear<B>,
+    /// `[H * d] -> [d_output]`
+    pub output: PeftLinear<B>,
+    /// Coeff-Tuning coefficients, when injected.
+    pub coeff: Option<Coeff<B>>,
+    /// Dropout on the maps.
+    pub dropout: Dropout,
+    /// `H`
+    pub n_heads: usize,
+    /// `d`
+    pub head_dim: usize,
+    /// See [`MultiHeadAttentionConfig::query_chunk`].
+    pub query_chunk: Option<usize>,
+    /// See [`MultiHeadAttentionConfig::mask_value`].
+    pub mask_value: f64,
+}
+
+impl MultiHeadAttentionConfig {
+    /// Build the layer with freshly initialised projections and no adapters.
+    ///
+    /// Panics if `d_model` is not divisible by `n_heads` and `head_dim` is unset; model
+    /// configs validate this before calling (with an error naming the config field).
+    pub fn init<B: Backend>(&self, device: &B::Device) -> MultiHeadAttention<B> {
+        let head_dim = self.head_dim.unwrap_or_else(|| {
+            assert!(
+                self.d_model % self.n_heads == 0,
+                "d_model {} is not divisible by n_heads {}",
+                self.d_model,
+                self.n_heads
+            );
+            self.d_model / self.n_heads
+        });
+        let inner = self.n_heads * head_dim;
+        let d_kv = self.d_kv.unwrap_or(self.d_model);
+        let d_out = self.d_output.unwrap_or(self.d_model);
+        let linear = |d_in, d_out, bias| {
+            PeftLinear::new(&LinearConfig::new(d_in, d_out).with_bias(bias), device)
+        };
+        MultiHeadAttention {
+            query: linear(self.d_model, inner, self.qkv_bias),
+            key: linear(d_kv, inner, self.qkv_bias),
+            value: linear(d_kv, inner, self.qkv_bias),
+            output: linear(inner, d_out, self.output_bias),
+            coeff: None,
+            dropout: DropoutConfig::new(self.dropout).init(),
+            n_heads: self.n_heads,
+            head_dim,
+            query_chunk: self.query_chunk,
+            mask_value: self.mask_value,
+        }
+    }
+}
+
+/// Inputs of [`MultiHeadAttention::forward`].
+#[derive(Debug, Clone)]
+pub struct AttentionInput<B: Backend> {
+    /// `[batch, n, d_model]`
+    pub query: Tensor<B, 3>,
+    /// `[batch, m, d_kv]`
+    pub key: Tensor<B, 3>,
+    /// `[batch, m, d_kv]`
+    pub value: Tensor<B, 3>,
+    /// `[batch, m]`, true where the key is padding (never attended to).
+    pub mask_pad: Option<Tensor<B, 2, Bool>>,
+    /// `[batch, n, m]`, true where query `n` must not attend to key `m`.
+    pub mask_attn: Option<Tensor<B, 3, Bool>>,
+    /// Additive score bias broadcastable to `[batch, H, n, m]` (e.g. `[1, 1, n, m]`).
+    pub bias: Option<Tensor<B, 4>>,
+    /// Return the maps (forces the eager path).
+    pub return_maps: bool,
+}
+
+impl<B: Backend> AttentionInput<B> {
+    /// Self-attention on `x: [batch, n, d_model]`.
+    pub fn self_attn(x: Tensor<B, 3>) -> Self {
+        Self::new(x.clone(), x.clone(), x)
+    }
+
+    /// Cross-attention: queries `x: [batch, n, d_model]`, context `ctx: [batch, m, d_kv]`.
+    pub fn cross_attn(x: Tensor<B, 3>, ctx: Tensor<B, 3>) -> Self {
+        Self::new(x, ctx.clone(), ctx)
+    }
+
+    /// General form with distinct query, key and value inputs.
+    pub fn new(query: Tensor<B, 3>, key: Tensor<B, 3>, value: Tensor<B, 3>) -> Self {
+        Self {
+            query,
+            key,
+            value,
+            mask_pad: None,
+            mask_attn: None,
+            bias: None,
+            return_maps: false,
+        }
+    }
+
+    /// Padding mask `[batch, m]`, true = padding.
+    pub fn mask_pad(mut self, mask: Tensor<B, 2, Bool>) -> Self {
+        self.mask_pad = Some(mask);
+        self
+    }
+
+    /// Attention mask `[batch, n, m]`, true = blocked.
+    pub fn mask_attn(mut self, mask: Tensor<B, 3, Bool>) -> Self {
+        self.mask_attn = Some(mask);
+        self
+    }
+
+    /// Additive score bias broadcastable to `[batch, H, n, m]`.
+    pub fn bias(mut self, bias: Tensor<B, 4>) -> Self {
+        self.bias = Some(bias);
+        self
+    }
+
+    /// Ask for the maps in the output.
+    pub fn with_maps(mut self) -> Self {
+        self.return_maps = true;
+        self
+    }
+}
+
+/// Outputs of [`MultiHeadAttention::forward`].
+#[derive(Debug, Clone)]
+pub struct AttentionOutput<B: Backend> {
+    /// `[batch, n, d_output]`
+    pub context: Tensor<B, 3>,
+    /// Post-softmax maps `A`, `[batch, H, n, m]`, when asked for.
+    pub maps: Option<Tensor<B, 4>>,
+    /// Mixed maps `A_hat` (what multiplies `V`), `[batch, H, n, m]`, when asked for and
+    /// Coeff-Tuning is active.
+    pub mixed_maps: Option<Tensor<B, 4>>,
+}
+
+impl<B: Backend> MultiHeadAttention<B> {
+    /// Attach zero-initialised Coeff-Tuning coefficients with the given dropout rate.
+    pub fn inject_coeff(&mut self, dropout: f64, path: &str) -> crate::Result<()> {
+        if self.coeff.is_some() {
+            return Err(crate::PeftError::AlreadyAdapted(path.to_string()));
+        }
+        let device = self.query.base.weight.device();
+        self.coeff = Some(
+            CoeffConfig::new(self.n_heads)
+                .with_dropout(dropout)
+                .init(&device),
+        );
+        Ok(())
+    }
+
+    /// Split `[batch, len, H*d]` into heads `[batch, H, len, d]`.
+    fn split_heads(&self, x: Tensor<B, 3>) -> Tensor<B, 4> {
+        let [batch, len, _] = x.dims();
+        x.reshape([batch, len, self.n_heads, self.head_dim])
+            .swap_dims(1, 2)
+    }
+
+    /// Run attention. See the module docs for the computation.
+    pub fn forward(&self, input: AttentionInput<B>) -> AttentionOutput<B> {
+        let [batch, n, _] = input.query.dims();
+        let m = input.key.dims()[1];
+        let q = self.split_heads(self.query.forward(input.query));
+        let k = self.split_heads(self.key.forward(input.key));
+        let v = self.split_heads(self.value.forward(input.value));
+        let k_t = k.swap_dims(2, 3);
+
+        // Both masks folded into one boolean mask `[batch, 1, n|1, m]`.
+        let mask = combine_masks(input.mask_pad, input.mask_attn, batch, n, m);
+
+        let chunk = self.query_chunk.filter(|&c| c < n && !input.return_maps);
+        let (heads_out, maps, mixed) = match chunk {
+            None => self.attend(q, k_t, v, mask, input.bias, input.return_maps),
+            Some(c) => {
+                let mut outs = Vec::with_capacity(n.div_ceil(c));
+                for start in (0..n).step_by(c) {
+                    let end = (start + c).min(n);
+                    let q_c = q.clone().slice([0..batch, 0..self.n_heads, start..end]);
+                    let mask_c = mask.clone().map(|mk| slice_rows(mk, start, end));
+                    let bias_c = input.bias.clone().map(|b| slice_rows(b, start, end));
+                    outs.push(
+                        self.attend(q_c, k_t.clone(), v.clone(), mask_c, bias_c, false)
+                            .0,
+                    );
+                }
+                (Tensor::cat(outs, 2), None, None)
+            }
+        };
+        let merged = heads_out
+            .swap_dims(1, 2)
+            .reshape([batch, n, self.n_heads * self.head_dim]);
+        AttentionOutput {
+            context: self.output.forward(merged),
+            maps,
+            mixed_maps: mixed,
+        }
+    }
+
+    /// Attention for a block of queries. `q: [B, H, n, d]`, `k_t: [B, H, d, m]`,
+    /// `v: [B, H, m, d]`, `mask: [B, 1, n|1, m]` -> `[B, H, n, d]`.
+    #[allow(clippy::type_complexity)]
+    fn attend(
+        &self,
+        q: Tensor<B, 4>,
+        k_t: Tensor<B, 4>,
+        v: Tensor<B, 4>,
+        mask: Option<Tensor<B, 4, Bool>>,
+        bias: Option<Tensor<B, 4>>,
+        return_maps: bool,
+    ) -> (Tensor<B, 4>, Option<Tensor<B, 4>>, Option<Tensor<B, 4>>) {
+        let mut scores = q.matmul(k_t).mul_scalar((self.head_dim as f64).powf(-0.5));
+        if let Some(bias) = bias {
+            scores = scores + bias;
+        }
+        if let Some(mask) = mask {
+            let dims = scores.dims();
+            scores = scores.mask_fill(mask.expand(dims), self.mask_value);
+        }
+        let maps = self.dropout.forward(softmax(scores, 3));
+        let (mixed, kept_maps, kept_mixed) = match self.coeff.as_ref().filter(|c| c.enabled) {
+            Some(coeff) => {
+                let mixed = coeff.mix(maps.clone());
+                let keep_mixed = return_maps.then(|| mixed.clone());
+                (mixed, return_maps.then_some(maps), keep_mixed)
+            }
+            None => (maps.clone(), return_maps.then_some(maps), None),
+        };
+        (mixed.matmul(v), kept_maps, kept_mixed)
+    }
+}
+
+/// Rows `start..end` of the query axis (dim 2) of a `[B, H|1, n|1, m]` tensor; broadcast
+/// rows (size 1) are kept whole.
+fn slice_rows<B: Backend, K: burn::tensor::BasicOps<B>>(
+    t: Tensor<B, 4, K>,
+    start: usize,
+    end: usize,
+) -> Tensor<B, 4, K> {
+    let [b, h, rows, cols] = t.dims();
+    if rows == 1 {
+        t
+    } else {
+        t.slice([0..b, 0..h, start..end, 0..cols])
+    }
+}
+
+/// Fold the padding mask `[B, m]` and the attention mask `[B, n, m]` into `[B, 1, n|1, m]`.
+fn combine_masks<B: Backend>(
+    pad: Option<Tensor<B, 2, Bool>>,
+    attn: Option<Tensor<B, 3, Bool>>,
+    batch: usize,
+    n: usize,
+    m: usize,
+) -> Option<Tensor<B, 4, Bool>> {
+    let pad = pad.map(|p| p.reshape([batch, 1, 1, m]));
+    let attn = attn.map(|a| a.reshape([batch, 1, n, m]));
+    match (pad, attn) {
+        (None, None) => None,
+        (Some(p), None) => Some(p),
+        (None, Some(a)) => Some(a),
+        (Some(p), Some(a)) => Some(a.bool_or(p.expand([batch, 1, n, m]))),
+    }
+}

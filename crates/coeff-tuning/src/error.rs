@@ -1,0 +1,120 @@
+//! Typed errors of the core crate. Every variant names the file, key, shape or value at fault.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong while injecting, saving or loading adapters.
+#[derive(Debug, thiserror::Error)]
+pub enum PeftError {
+    /// A `target_modules` / `coeff_targets` / `modules_to_save` pattern matched no module.
+    #[error(
+        "pattern `{pattern}` in `{field}` matched no {kind}; available {kind}s are:\n  {}",
+        available.join("\n  ")
+    )]
+    PatternMatchedNothing {
+        /// The config field the pattern came from.
+        field: &'static str,
+        /// The pattern that matched nothing.
+        pattern: String,
+        /// What the pattern was looked up in ("linear layer", "attention layer", "module").
+        kind: &'static str,
+        /// Every module path of that kind that exists in the model.
+        available: Vec<String>,
+    },
+    /// A pattern is not a valid regular expression.
+    #[error("pattern `{pattern}` in `{field}` is not a valid regular expression: {source}")]
+    BadPattern {
+        /// The config field the pattern came from.
+        field: &'static str,
+        /// The offending pattern.
+        pattern: String,
+        /// The regex parser's complaint.
+        #[source]
+        source: regex::Error,
+    },
+    /// The config asks for nothing to adapt.
+    #[error(
+        "the adapter config enables neither LoRA/DoRA nor Coeff-Tuning nor any modules_to_save"
+    )]
+    EmptyConfig,
+    /// A config value is out of range.
+    #[error("invalid adapter config: {0}")]
+    InvalidConfig(String),
+    /// An adapter is injected twice into the same layer.
+    #[error(
+        "module `{0}` already carries an adapter; unload or merge it before injecting another"
+    )]
+    AlreadyAdapted(String),
+    /// An adapter file lacks a tensor the model needs.
+    #[error("adapter file {file} has no tensor `{key}` (the model expects shape {expected:?})")]
+    MissingKey {
+        /// The adapter safetensors file.
+        file: PathBuf,
+        /// The missing key.
+        key: String,
+        /// The shape the model expects for it.
+        expected: Vec<usize>,
+    },
+    /// An adapter file holds tensors the model has no place for.
+    #[error("adapter file {file} has tensors the model does not use: {}", keys.join(", "))]
+    UnexpectedKeys {
+        /// The adapter safetensors file.
+        file: PathBuf,
+        /// The keys left over.
+        keys: Vec<String>,
+    },
+    /// A tensor in an adapter file has the wrong shape.
+    #[error(
+        "adapter file {file}: tensor `{key}` has shape {found:?}, the model expects {expected:?}"
+    )]
+    ShapeMismatch {
+        /// The adapter safetensors file.
+        file: PathBuf,
+        /// The key whose shape differs.
+        key: String,
+        /// Shape in the file.
+        found: Vec<usize>,
+        /// Shape the model expects.
+        expected: Vec<usize>,
+    },
+    /// A tensor in an adapter file has a dtype we cannot read.
+    #[error(
+        "adapter file {file}: tensor `{key}` has dtype {dtype}, expected F32, F16, BF16 or F64"
+    )]
+    BadDtype {
+        /// The adapter safetensors file.
+        file: PathBuf,
+        /// The key.
+        key: String,
+        /// The dtype found.
+        dtype: String,
+    },
+    /// The adapter config names a method or version this build does not know.
+    #[error("adapter config {file}: {message}")]
+    BadAdapterConfig {
+        /// The JSON config file.
+        file: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// An I/O error with the path it happened on.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A safetensors (de)serialisation error with the path it happened on.
+    #[error("{path}: safetensors: {source}")]
+    Safetensors {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: safetensors::SafeTensorError,
+    },
+}
+
+/// Result alias of this crate.
+pub type Result<T> = std::result::Result<T, PeftError>;

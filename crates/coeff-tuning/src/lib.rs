@@ -1,0 +1,36 @@
+//! # coeff-tuning
+//!
+//! Backend-generic Coeff-Tuning for Burn: the attention operator every model crate calls, and
+//! the PEFT machinery around it.
+//!
+//! Coeff-Tuning (Miao, Chen, Qiu, "Coeff-Tuning: A Graph Filter Subspace View for Tuning
+//! Attention-Based Large Models", CVPR 2025) treats each head's softmax map as a graph filter and
+//! learns a per-layer `[H, H]` matrix that recombines them: `A_hat = (I + dropout(alpha)) A`,
+//! `alpha` zero-initialised. It costs `H^2` parameters per layer and composes with LoRA / DoRA.
+//!
+//! - [`attention`]: [`MultiHeadAttention`] (self/cross, masks, chunked long-sequence path) and
+//!   the [`Coeff`] operator.
+//! - [`peft`]: [`PeftLinear`] with LoRA / DoRA, choosing layers by module-path pattern
+//!   ([`inject`]), freezing, parameter reports, merging, adapter files.
+//!
+//! ```ignore
+//! let (model, injected) = inject(model, &Method::LoraCoeff.config(8, &["query", "value"]))?;
+//! println!("{}", injected.params);   // trainable params: ... || all params: ...
+//! // ... train ...
+//! save_adapter(&model, &injected, "my-adapter")?;
+//! let (model, _) = load_adapter(base_model, "my-adapter")?;
+//! ```
+
+pub mod attention;
+pub mod error;
+pub mod peft;
+
+pub use attention::{
+    AttentionInput, AttentionOutput, Coeff, CoeffConfig, MultiHeadAttention,
+    MultiHeadAttentionConfig,
+};
+pub use error::{PeftError, Result};
+pub use peft::{
+    inject, load_adapter, merge_adapters, save_adapter, set_adapters_enabled, unmerge_adapters,
+    Adaptable, CoeffSpec, Injected, LoraConfig, Method, ParamReport, PeftConfig, PeftLinear, Site,
+};

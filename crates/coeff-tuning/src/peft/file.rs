@@ -1,0 +1,197 @@
+//! Adapter files: only what was trained, as safetensors plus a JSON config.
+//!
+//! `DIR/coeff_adapter_config.json` holds the [`PeftConfig`] and a format tag;
+//! `DIR/coeff_adapter.safetensors` holds one tensor per trainable parameter, keyed by its
+//! module path (e.g. `encoder.layers.0.attn.coeff.alpha`, `...attn.query.lora.a`), in Burn's
+//! layout (`lora.a: [d_input, r]`). Files are written to a temporary name and renamed, so a
+//! crash never leaves a half-written adapter.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::backend::Backend;
+use safetensors::tensor::{Dtype, TensorView};
+use serde::{Deserialize, Serialize};
+
+use super::{inject, params, Adaptable, Injected, PeftConfig};
+use crate::error::{PeftError, Result};
+
+/// Name of the JSON config inside an adapter directory.
+pub const ADAPTER_CONFIG_FILE: &str = "coeff_adapter_config.json";
+/// Name of the tensor file inside an adapter directory.
+pub const ADAPTER_WEIGHTS_FILE: &str = "coeff_adapter.safetensors";
+/// Format tag written into the config.
+pub const FORMAT: &str = "coeff-tuning-burn/adapter/v1";
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    format: String,
+    #[serde(flatten)]
+    config: PeftConfig,
+}
+
+/// Save the trained adapter of `model` (injected as `injected`) into `dir`.
+pub fn save_adapter<B: Backend, M: Adaptable<B>>(
+    model: &M,
+    injected: &Injected,
+    dir: impl AsRef<Path>,
+) -> Result<()> {
+    let dir = dir.as_ref();
+    std::fs::create_dir_all(dir).map_err(|source| io(dir, source))?;
+
+    let config = ConfigFile {
+        format: FORMAT.to_string(),
+        config: injected.config.clone(),
+    };
+    let json = serde_json::to_vec_pretty(&config).expect("config serialises");
+    write_atomic(&dir.join(ADAPTER_CONFIG_FILE), &json)?;
+
+    let tensors = params::collect_params(model, &injected.trainable_prefixes());
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .into_iter()
+        .map(|(k, shape, v)| {
+            let b = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+            (k, shape, b)
+        })
+        .collect();
+    let views: Vec<(String, TensorView<'_>)> = bytes
+        .iter()
+        .map(|(k, shape, b)| {
+            let view = TensorView::new(Dtype::F32, shape.clone(), b).expect("sizes agree");
+            (k.clone(), view)
+        })
+        .collect();
+    let weights = dir.join(ADAPTER_WEIGHTS_FILE);
+    let mut meta = std::collections::HashMap::new();
+    meta.insert("format".to_string(), FORMAT.to_string());
+    let data =
+        safetensors::serialize(views, &Some(meta)).map_err(|source| PeftError::Safetensors {
+            path: weights.clone(),
+            source,
+        })?;
+    write_atomic(&weights, &data)
+}
+
+/// Inject the adapter saved in `dir` into `model` and load its tensors.
+///
+/// Every tensor the injected model expects must be in the file with the same shape, and the
+/// file may hold nothing else; otherwise the error names the key.
+pub fn load_adapter<B: Backend, M: Adaptable<B>>(
+    model: M,
+    dir: impl AsRef<Path>,
+) -> Result<(M, Injected)> {
+    let dir = dir.as_ref();
+    let config = read_config(&dir.join(ADAPTER_CONFIG_FILE))?;
+    let (model, injected) = inject(model, &config)?;
+
+    let weights = dir.join(ADAPTER_WEIGHTS_FILE);
+    let bytes = std::fs::read(&weights).map_err(|source| io(&weights, source))?;
+    let file =
+        safetensors::SafeTensors::deserialize(&bytes).map_err(|source| PeftError::Safetensors {
+            path: weights.clone(),
+            source,
+        })?;
+
+    let expected = params::param_shapes(&model, &injected.trainable_prefixes());
+    let mut values = BTreeMap::new();
+    for (key, shape) in &expected {
+        let view = file.tensor(key).map_err(|_| PeftError::MissingKey {
+            file: weights.clone(),
+            key: key.clone(),
+            expected: shape.clone(),
+        })?;
+        if view.shape() != shape.as_slice() {
+            return Err(PeftError::ShapeMismatch {
+                file: weights.clone(),
+                key: key.clone(),
+                found: view.shape().to_vec(),
+                expected: shape.clone(),
+            });
+        }
+        let data = to_f32(&view).ok_or_else(|| PeftError::BadDtype {
+            file: weights.clone(),
+            key: key.clone(),
+            dtype: format!("{:?}", view.dtype()),
+        })?;
+        values.insert(key.clone(), (shape.clone(), data));
+    }
+    let mut extra: Vec<String> = file
+        .names()
+        .into_iter()
+        .filter(|k| !expected.contains_key(*k))
+        .cloned()
+        .collect();
+    if !extra.is_empty() {
+        extra.sort();
+        return Err(PeftError::UnexpectedKeys {
+            file: weights,
+            keys: extra,
+        });
+    }
+    Ok((params::replace_params(model, &values), injected))
+}
+
+/// Read and check an adapter config file.
+pub fn read_config(path: &Path) -> Result<PeftConfig> {
+    let text = std::fs::read_to_string(path).map_err(|source| io(path, source))?;
+    let bad = |message: String| PeftError::BadAdapterConfig {
+        file: path.to_path_buf(),
+        message,
+    };
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+    match value.get("format").and_then(|f| f.as_str()) {
+        Some(FORMAT) => {}
+        Some(other) => {
+            return Err(bad(format!(
+                "format `{other}` is not supported by this build (expected `{FORMAT}`)"
+            )))
+        }
+        None => return Err(bad(format!("missing `format` field (expected `{FORMAT}`)"))),
+    }
+    let file: ConfigFile = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
+    Ok(file.config)
+}
+
+fn to_f32(view: &TensorView<'_>) -> Option<Vec<f32>> {
+    let b = view.data();
+    Some(match view.dtype() {
+        Dtype::F32 => b
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect(),
+        Dtype::F64 => b
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
+            .collect(),
+        Dtype::F16 => b
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => b
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        _ => return None,
+    })
+}
+
+fn io(path: &Path, source: std::io::Error) -> PeftError {
+    PeftError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Write `bytes` to `path` through a temporary file in the same directory and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut tmp: PathBuf = path.to_path_buf();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    tmp.set_file_name(format!(".{name}.tmp"));
+    std::fs::write(&tmp, bytes).map_err(|source| io(&tmp, source))?;
+    std::fs::rename(&tmp, path).map_err(|source| io(path, source))
+}

@@ -1,0 +1,124 @@
+//! A linear layer that may carry a LoRA / DoRA adapter and can merge it into its weight.
+
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::{backend::Backend, Tensor};
+
+use super::lora::{column_norm, LoraAdapter, LoraConfig};
+use crate::error::{PeftError, Result};
+
+/// `y = x W + b`, plus an optional low-rank adapter.
+///
+/// Module paths: `<path>.base.weight` `[d_input, d_output]`, `<path>.base.bias` `[d_output]`,
+/// `<path>.lora.{a, b, magnitude}`.
+#[derive(Module, Debug)]
+pub struct PeftLinear<B: Backend> {
+    /// The (frozen) pre-trained layer.
+    pub base: Linear<B>,
+    /// The adapter, when one is injected.
+    pub lora: Option<LoraAdapter<B>>,
+    /// The adapter's update is folded into `base.weight`.
+    pub merged: bool,
+    /// DoRA only: the per-output norms `||W + delta W||` used at merge time, `[d_output]`,
+    /// kept so that unmerging restores the base weight exactly.
+    pub dora_norm: Option<Tensor<B, 1>>,
+}
+
+impl<B: Backend> From<Linear<B>> for PeftLinear<B> {
+    fn from(base: Linear<B>) -> Self {
+        Self {
+            base,
+            lora: None,
+            merged: false,
+            dora_norm: None,
+        }
+    }
+}
+
+impl<B: Backend> PeftLinear<B> {
+    /// A plain layer from Burn's config.
+    pub fn new(config: &LinearConfig, device: &B::Device) -> Self {
+        super::params::materialize(config.init(device)).into()
+    }
+
+    /// Input width.
+    pub fn d_input(&self) -> usize {
+        self.base.weight.dims()[0]
+    }
+
+    /// Output width.
+    pub fn d_output(&self) -> usize {
+        self.base.weight.dims()[1]
+    }
+
+    /// Apply the layer. `x`: `[batch, seq, d_input]` -> `[batch, seq, d_output]`.
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let base_out = self.base.forward(x.clone());
+        match &self.lora {
+            Some(lora) if lora.enabled && !self.merged => lora.forward(
+                x,
+                self.base.weight.val(),
+                self.base.bias.as_ref().map(|b| b.val()),
+                base_out,
+            ),
+            _ => base_out,
+        }
+    }
+
+    /// Attach a fresh adapter. Errors if one is already attached.
+    pub fn inject(&mut self, config: &LoraConfig, path: &str) -> Result<()> {
+        if self.lora.is_some() {
+            return Err(PeftError::AlreadyAdapted(path.to_string()));
+        }
+        if config.rank == 0 {
+            return Err(PeftError::InvalidConfig(format!(
+                "LoRA rank must be positive (layer `{path}`)"
+            )));
+        }
+        self.lora = Some(config.init(&self.base.weight.val()));
+        Ok(())
+    }
+
+    /// Fold the adapter into the base weight (no-op without an adapter or when merged).
+    pub fn merge(mut self) -> Self {
+        let Some(lora) = &self.lora else { return self };
+        if self.merged {
+            return self;
+        }
+        let delta = lora.delta_weight();
+        match &lora.magnitude {
+            None => self.base.weight = self.base.weight.map(|w| w + delta),
+            Some(m) => {
+                let m = m.val();
+                let mut cached = None;
+                self.base.weight = self.base.weight.map(|w| {
+                    let v = w + delta;
+                    let norm = column_norm(v.clone());
+                    cached = Some(norm.clone());
+                    v * m.div(norm).unsqueeze::<2>()
+                });
+                self.dora_norm = cached;
+            }
+        }
+        self.merged = true;
+        self
+    }
+
+    /// Undo [`merge`](Self::merge), restoring the base weight.
+    pub fn unmerge(mut self) -> Self {
+        let Some(lora) = &self.lora else { return self };
+        if !self.merged {
+            return self;
+        }
+        let delta = lora.delta_weight();
+        match (&lora.magnitude, self.dora_norm.take()) {
+            (Some(m), Some(norm)) => {
+                let factor = norm.div(m.val()).unsqueeze::<2>();
+                self.base.weight = self.base.weight.map(|w| w * factor - delta);
+            }
+            _ => self.base.weight = self.base.weight.map(|w| w - delta),
+        }
+        self.merged = false;
+        self
+    }
+}

@@ -1,0 +1,436 @@
+//! Parameter-efficient fine-tuning around the attention operator: which layers get LoRA/DoRA
+//! or Coeff-Tuning, freezing everything else, reporting parameter counts, merging, and
+//! adapter files.
+//!
+//! A model makes itself adaptable by implementing [`Adaptable`]: it lists its
+//! [`PeftLinear`] and [`MultiHeadAttention`] layers with their module paths. Everything else
+//! (selection by pattern, freezing, saving) works on those paths and on Burn's visitors.
+
+pub mod file;
+pub mod linear;
+pub mod lora;
+pub mod params;
+pub mod target;
+
+use std::collections::BTreeSet;
+
+use burn::module::Module;
+use burn::tensor::backend::Backend;
+use serde::{Deserialize, Serialize};
+
+pub use file::{load_adapter, save_adapter, ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE};
+pub use linear::PeftLinear;
+pub use lora::{LoraAdapter, LoraConfig};
+pub use params::ParamReport;
+
+use crate::attention::MultiHeadAttention;
+use crate::error::{PeftError, Result};
+
+/// One adaptable layer of a model, handed out by [`Adaptable::visit_sites`].
+pub enum Site<'a, B: Backend> {
+    /// A linear layer: LoRA / DoRA attach here.
+    Linear(&'a mut PeftLinear<B>),
+    /// An attention layer: Coeff-Tuning attaches here.
+    Attention(&'a mut MultiHeadAttention<B>),
+}
+
+/// A model (or sub-module) whose linear and attention layers can be adapted.
+///
+/// `visit_sites` must call `f` once per adaptable layer, with the layer's module path as Burn's
+/// visitors spell it (field names joined by `.`, `Vec` entries by index), starting from
+/// `path`. Use [`join`] to build child paths.
+pub trait Adaptable<B: Backend>: Module<B> {
+    /// Visit every adaptable layer.
+    fn visit_sites(
+        &mut self,
+        path: &str,
+        f: &mut dyn FnMut(&str, Site<'_, B>) -> Result<()>,
+    ) -> Result<()>;
+}
+
+/// `prefix.name`, or `name` at the root.
+pub fn join(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}.{name}")
+    }
+}
+
+impl<B: Backend> Adaptable<B> for PeftLinear<B> {
+    fn visit_sites(
+        &mut self,
+        path: &str,
+        f: &mut dyn FnMut(&str, Site<'_, B>) -> Result<()>,
+    ) -> Result<()> {
+        f(path, Site::Linear(self))
+    }
+}
+
+impl<B: Backend> Adaptable<B> for MultiHeadAttention<B> {
+    fn visit_sites(
+        &mut self,
+        path: &str,
+        f: &mut dyn FnMut(&str, Site<'_, B>) -> Result<()>,
+    ) -> Result<()> {
+        f(path, Site::Attention(self))?;
+        self.query.visit_sites(&join(path, "query"), f)?;
+        self.key.visit_sites(&join(path, "key"), f)?;
+        self.value.visit_sites(&join(path, "value"), f)?;
+        self.output.visit_sites(&join(path, "output"), f)
+    }
+}
+
+impl<B: Backend, M: Adaptable<B>> Adaptable<B> for Vec<M> {
+    fn visit_sites(
+        &mut self,
+        path: &str,
+        f: &mut dyn FnMut(&str, Site<'_, B>) -> Result<()>,
+    ) -> Result<()> {
+        for (i, m) in self.iter_mut().enumerate() {
+            m.visit_sites(&join(path, &i.to_string()), f)?;
+        }
+        Ok(())
+    }
+}
+
+/// Coeff-Tuning settings of an adapter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoeffSpec {
+    /// Dropout on `alpha` during training (paper: 0.2).
+    pub dropout: f64,
+}
+
+impl Default for CoeffSpec {
+    fn default() -> Self {
+        Self { dropout: 0.2 }
+    }
+}
+
+/// Which layers to adapt and how. Serialised as the adapter file's JSON config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeftConfig {
+    /// LoRA / DoRA settings; `None` = no weight-space adapter.
+    pub lora: Option<LoraConfig>,
+    /// Linear layers that get LoRA / DoRA (patterns, see [`target`]).
+    #[serde(default)]
+    pub target_modules: Vec<String>,
+    /// Coeff-Tuning settings; `None` = no coefficients.
+    pub coeff: Option<CoeffSpec>,
+    /// Attention layers that get coefficients; empty = every attention layer.
+    #[serde(default)]
+    pub coeff_targets: Vec<String>,
+    /// Layers (linear or attention) never adapted, even if a target pattern selects them.
+    #[serde(default)]
+    pub exclude_modules: Vec<String>,
+    /// Modules trained in full and saved with the adapter (e.g. a classification head).
+    #[serde(default)]
+    pub modules_to_save: Vec<String>,
+}
+
+/// The method combinations the conformance suite and the experiments use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// Coefficients only.
+    Coeff,
+    /// LoRA only.
+    Lora,
+    /// DoRA only.
+    Dora,
+    /// LoRA and coefficients.
+    LoraCoeff,
+    /// DoRA and coefficients.
+    DoraCoeff,
+}
+
+impl Method {
+    /// Every combination, in table order.
+    pub const ALL: [Method; 5] = [
+        Method::Coeff,
+        Method::Lora,
+        Method::Dora,
+        Method::LoraCoeff,
+        Method::DoraCoeff,
+    ];
+
+    /// Short name as used in tables and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Coeff => "coeff",
+            Method::Lora => "lora",
+            Method::Dora => "dora",
+            Method::LoraCoeff => "lora+coeff",
+            Method::DoraCoeff => "dora+coeff",
+        }
+    }
+
+    /// Whether the method trains Coeff-Tuning coefficients.
+    pub fn has_coeff(self) -> bool {
+        matches!(self, Method::Coeff | Method::LoraCoeff | Method::DoraCoeff)
+    }
+
+    /// The method's weight-space adapter, if any.
+    pub fn lora(self, rank: usize) -> Option<LoraConfig> {
+        match self {
+            Method::Coeff => None,
+            Method::Lora | Method::LoraCoeff => Some(LoraConfig::new().with_rank(rank)),
+            Method::Dora | Method::DoraCoeff => {
+                Some(LoraConfig::new().with_rank(rank).with_use_dora(true))
+            }
+        }
+    }
+
+    /// A config for this method: LoRA/DoRA of `rank` on `targets`, coefficients on every
+    /// attention layer.
+    pub fn config(self, rank: usize, targets: &[&str]) -> PeftConfig {
+        let lora = self.lora(rank);
+        PeftConfig {
+            target_modules: if lora.is_some() {
+                targets.iter().map(|s| s.to_string()).collect()
+            } else {
+                Vec::new()
+            },
+            lora,
+            coeff: self.has_coeff().then(CoeffSpec::default),
+            coeff_targets: Vec::new(),
+            exclude_modules: Vec::new(),
+            modules_to_save: Vec::new(),
+        }
+    }
+}
+
+impl std::str::FromStr for Method {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Method::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = Method::ALL.iter().map(|m| m.name()).collect();
+                format!("unknown method `{s}`; expected one of {}", names.join(", "))
+            })
+    }
+}
+
+/// What [`inject`] did; needed again to save the adapter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Injected {
+    /// The config that was applied.
+    pub config: PeftConfig,
+    /// Linear layers that carry LoRA / DoRA.
+    pub lora_layers: Vec<String>,
+    /// Attention layers that carry coefficients.
+    pub coeff_layers: Vec<String>,
+    /// Modules trained in full.
+    pub saved_modules: Vec<String>,
+    /// Parameter counts after injection.
+    pub params: ParamReport,
+}
+
+impl Injected {
+    /// Path prefixes whose parameters are trainable (and saved in the adapter file).
+    pub fn trainable_prefixes(&self) -> Vec<String> {
+        self.lora_layers
+            .iter()
+            .map(|p| join(p, "lora"))
+            .chain(self.coeff_layers.iter().map(|p| join(p, "coeff")))
+            .chain(self.saved_modules.iter().cloned())
+            .collect()
+    }
+}
+
+/// Attach the adapters `config` asks for, freeze everything else, and report.
+///
+/// Errors: a pattern that matches nothing (listing what exists), a bad regex, an empty or
+/// invalid config, a layer already carrying an adapter.
+pub fn inject<B: Backend, M: Adaptable<B>>(
+    mut model: M,
+    config: &PeftConfig,
+) -> Result<(M, Injected)> {
+    validate(config)?;
+    let (linears, attentions) = list_sites(&mut model)?;
+    let all: Vec<String> = linears.iter().chain(&attentions).cloned().collect();
+    let excluded: BTreeSet<&String> = target::select(
+        &config.exclude_modules,
+        &all,
+        "exclude_modules",
+        "adaptable layer",
+    )?
+    .into_iter()
+    .collect();
+
+    let lora_layers: Vec<String> = if config.lora.is_some() {
+        target::select(
+            &config.target_modules,
+            &linears,
+            "target_modules",
+            "linear layer",
+        )?
+        .into_iter()
+        .filter(|p| !excluded.contains(p))
+        .cloned()
+        .collect()
+    } else {
+        Vec::new()
+    };
+    let coeff_layers: Vec<String> = match (&config.coeff, config.coeff_targets.is_empty()) {
+        (None, _) => Vec::new(),
+        (Some(_), true) => attentions.clone(),
+        (Some(_), false) => target::select(
+            &config.coeff_targets,
+            &attentions,
+            "coeff_targets",
+            "attention layer",
+        )?
+        .into_iter()
+        .cloned()
+        .collect(),
+    }
+    .into_iter()
+    .filter(|p| !excluded.contains(p))
+    .collect();
+    if config.lora.is_some() && lora_layers.is_empty() {
+        return Err(PeftError::InvalidConfig(
+            "every linear layer selected by target_modules is also in exclude_modules".into(),
+        ));
+    }
+    if config.coeff.is_some() && coeff_layers.is_empty() {
+        return Err(PeftError::InvalidConfig(
+            "the model has no attention layer left for Coeff-Tuning".into(),
+        ));
+    }
+
+    let module_paths = params::module_paths(&model);
+    let saved_modules: Vec<String> = target::select(
+        &config.modules_to_save,
+        &module_paths,
+        "modules_to_save",
+        "module",
+    )?
+    .into_iter()
+    .cloned()
+    .collect();
+
+    let lora_set: BTreeSet<&String> = lora_layers.iter().collect();
+    let coeff_set: BTreeSet<&String> = coeff_layers.iter().collect();
+    model.visit_sites("", &mut |path, site| match site {
+        Site::Linear(lin) if lora_set.contains(&path.to_string()) => {
+            lin.inject(config.lora.as_ref().expect("checked above"), path)
+        }
+        Site::Attention(attn) if coeff_set.contains(&path.to_string()) => {
+            let spec = config.coeff.as_ref().expect("checked above");
+            attn.inject_coeff(spec.dropout, path)
+        }
+        _ => Ok(()),
+    })?;
+
+    let mut injected = Injected {
+        config: config.clone(),
+        lora_layers,
+        coeff_layers,
+        saved_modules,
+        params: ParamReport::default(),
+    };
+    let prefixes = injected.trainable_prefixes();
+    let model = params::set_trainable(model, &prefixes);
+    injected.params = ParamReport::of(&model, &prefixes);
+    Ok((model, injected))
+}
+
+fn validate(config: &PeftConfig) -> Result<()> {
+    if config.lora.is_none() && config.coeff.is_none() && config.modules_to_save.is_empty() {
+        return Err(PeftError::EmptyConfig);
+    }
+    if let Some(lora) = &config.lora {
+        if config.target_modules.is_empty() {
+            return Err(PeftError::InvalidConfig(
+                "LoRA/DoRA is enabled but target_modules is empty".into(),
+            ));
+        }
+        if lora.rank == 0 {
+            return Err(PeftError::InvalidConfig(
+                "LoRA rank must be positive".into(),
+            ));
+        }
+        if !(0.0..1.0).contains(&lora.dropout) {
+            return Err(PeftError::InvalidConfig(format!(
+                "LoRA dropout must be in [0, 1), got {}",
+                lora.dropout
+            )));
+        }
+    }
+    if let Some(coeff) = &config.coeff {
+        if !(0.0..1.0).contains(&coeff.dropout) {
+            return Err(PeftError::InvalidConfig(format!(
+                "Coeff dropout must be in [0, 1), got {}",
+                coeff.dropout
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Paths of every linear and every attention layer.
+fn list_sites<B: Backend, M: Adaptable<B>>(model: &mut M) -> Result<(Vec<String>, Vec<String>)> {
+    let mut linears = Vec::new();
+    let mut attentions = Vec::new();
+    model.visit_sites("", &mut |path, site| {
+        match site {
+            Site::Linear(_) => linears.push(path.to_string()),
+            Site::Attention(_) => attentions.push(path.to_string()),
+        }
+        Ok(())
+    })?;
+    Ok((linears, attentions))
+}
+
+/// Turn every adapter on or off; off gives the base model's outputs exactly.
+pub fn set_adapters_enabled<B: Backend, M: Adaptable<B>>(mut model: M, enabled: bool) -> M {
+    model
+        .visit_sites("", &mut |_, site| {
+            match site {
+                Site::Linear(lin) => {
+                    if let Some(lora) = lin.lora.as_mut() {
+                        lora.enabled = enabled;
+                    }
+                }
+                Site::Attention(attn) => {
+                    if let Some(coeff) = attn.coeff.as_mut() {
+                        coeff.enabled = enabled;
+                    }
+                }
+            }
+            Ok(())
+        })
+        .expect("toggling adapters cannot fail");
+    model
+}
+
+/// Fold every LoRA / DoRA update into its base weight. Coeff-Tuning acts after the softmax
+/// and cannot be merged; its coefficients stay active.
+pub fn merge_adapters<B: Backend, M: Adaptable<B>>(model: M) -> M {
+    map_linears(model, PeftLinear::merge)
+}
+
+/// Undo [`merge_adapters`].
+pub fn unmerge_adapters<B: Backend, M: Adaptable<B>>(model: M) -> M {
+    map_linears(model, PeftLinear::unmerge)
+}
+
+fn map_linears<B: Backend, M: Adaptable<B>>(
+    mut model: M,
+    f: impl Fn(PeftLinear<B>) -> PeftLinear<B>,
+) -> M {
+    model
+        .visit_sites("", &mut |_, site| {
+            if let Site::Linear(lin) = site {
+                *lin = f(lin.clone());
+            }
+            Ok(())
+        })
+        .expect("merging cannot fail");
+    model
+}

@@ -1,0 +1,291 @@
+//! Walking a model's parameters by module path: counting, freezing, reading and writing.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::tensor::{backend::Backend, Tensor, TensorData};
+use serde::Serialize;
+
+/// Trainable vs total parameter counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ParamReport {
+    /// Parameters the optimizer updates.
+    pub trainable: usize,
+    /// All parameters of the model.
+    pub total: usize,
+}
+
+impl ParamReport {
+    /// Count the parameters of `model`; those under `trainable_prefixes` are trainable.
+    pub fn of<B: Backend, M: Module<B>>(model: &M, trainable_prefixes: &[String]) -> Self {
+        let mut v = PathVisitor::new(|path: &str, numel: usize, _: &dyn Fn() -> TensorData| {
+            (path.to_string(), numel)
+        });
+        model.visit(&mut v);
+        let mut report = ParamReport::default();
+        for (path, numel) in v.out {
+            report.total += numel;
+            if under_any(&path, trainable_prefixes) {
+                report.trainable += numel;
+            }
+        }
+        report
+    }
+
+    /// Trainable share in percent.
+    pub fn percent(&self) -> f64 {
+        100.0 * self.trainable as f64 / self.total.max(1) as f64
+    }
+}
+
+impl std::fmt::Display for ParamReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "trainable params: {} || all params: {} || trainable%: {:.4}",
+            self.trainable,
+            self.total,
+            self.percent()
+        )
+    }
+}
+
+/// Whether `path` is `prefix` or lies below it, for any prefix.
+pub fn under_any(path: &str, prefixes: &[String]) -> bool {
+    prefixes.iter().any(|p| {
+        path == p
+            || (path.len() > p.len()
+                && path.starts_with(p.as_str())
+                && path.as_bytes()[p.len()] == b'.')
+    })
+}
+
+/// Every module path in `model` (all proper prefixes of parameter paths), sorted.
+pub fn module_paths<B: Backend, M: Module<B>>(model: &M) -> Vec<String> {
+    let mut v =
+        PathVisitor::new(|path: &str, _: usize, _: &dyn Fn() -> TensorData| path.to_string());
+    model.visit(&mut v);
+    let mut set = BTreeSet::new();
+    for path in v.out {
+        let mut end = 0;
+        while let Some(i) = path[end..].find('.') {
+            end += i;
+            set.insert(path[..end].to_string());
+            end += 1;
+        }
+    }
+    set.into_iter().collect()
+}
+
+/// Every float parameter as `(path, shape, values as f32)`, for those under `prefixes`.
+pub fn collect_params<B: Backend, M: Module<B>>(
+    model: &M,
+    prefixes: &[String],
+) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let mut v = PathVisitor::new(|path: &str, _: usize, data: &dyn Fn() -> TensorData| {
+        if under_any(path, prefixes) {
+            let data = data().convert::<f32>();
+            let shape = data.shape.to_vec();
+            Some((
+                path.to_string(),
+                shape,
+                data.into_vec::<f32>().expect("converted to f32"),
+            ))
+        } else {
+            None
+        }
+    });
+    model.visit(&mut v);
+    v.out.into_iter().flatten().collect()
+}
+
+/// Shapes of every float parameter under `prefixes`, by path.
+pub fn param_shapes<B: Backend, M: Module<B>>(
+    model: &M,
+    prefixes: &[String],
+) -> BTreeMap<String, Vec<usize>> {
+    let mut v = PathVisitor::new(|path: &str, _: usize, data: &dyn Fn() -> TensorData| {
+        under_any(path, prefixes).then(|| (path.to_string(), data().shape.to_vec()))
+    });
+    model.visit(&mut v);
+    v.out.into_iter().flatten().collect()
+}
+
+/// Force every lazily initialised parameter to take its value now.
+///
+/// Burn initialises parameters lazily, and cloning a module whose parameters are still
+/// uninitialised gives the clone *different* random values. Models built here are
+/// materialised at construction so that clones (base vs adapted copies) share weights.
+pub fn materialize<B: Backend, M: Module<B>>(model: M) -> M {
+    struct Materialize;
+    impl<B: Backend> ModuleMapper<B> for Materialize {}
+    model.map(&mut Materialize)
+}
+
+/// Mark parameters under `prefixes` trainable and every other parameter frozen.
+pub fn set_trainable<B: Backend, M: Module<B>>(model: M, prefixes: &[String]) -> M {
+    let mut mapper = PathMapper {
+        stack: Vec::new(),
+        f: |path: &str, t: TensorLike<B>| t.require_grad(under_any(path, prefixes)),
+    };
+    model.map(&mut mapper)
+}
+
+/// Replace the parameters named in `values` (path -> `(shape, data)`); keeps each parameter's
+/// id and its gradient requirement. The caller checks names and shapes beforehand.
+pub fn replace_params<B: Backend, M: Module<B>>(
+    model: M,
+    values: &BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+) -> M {
+    let mut mapper = PathMapper {
+        stack: Vec::new(),
+        f: |path: &str, t: TensorLike<B>| match values.get(path) {
+            Some((shape, data)) => t.replace(TensorData::new(data.clone(), shape.clone())),
+            None => t,
+        },
+    };
+    model.map(&mut mapper)
+}
+
+/// A float tensor of any rank, as the mapper's callback sees it.
+pub struct TensorLike<B: Backend> {
+    inner: TensorAnyDim<B>,
+}
+
+enum TensorAnyDim<B: Backend> {
+    D1(Tensor<B, 1>),
+    D2(Tensor<B, 2>),
+    D3(Tensor<B, 3>),
+    D4(Tensor<B, 4>),
+    D5(Tensor<B, 5>),
+    D6(Tensor<B, 6>),
+}
+
+macro_rules! any_dim {
+    ($self:expr, $t:ident => $body:expr) => {
+        match $self {
+            TensorAnyDim::D1($t) => TensorAnyDim::D1($body),
+            TensorAnyDim::D2($t) => TensorAnyDim::D2($body),
+            TensorAnyDim::D3($t) => TensorAnyDim::D3($body),
+            TensorAnyDim::D4($t) => TensorAnyDim::D4($body),
+            TensorAnyDim::D5($t) => TensorAnyDim::D5($body),
+            TensorAnyDim::D6($t) => TensorAnyDim::D6($body),
+        }
+    };
+}
+
+impl<B: Backend> TensorLike<B> {
+    fn require_grad(self, on: bool) -> Self {
+        Self {
+            inner: any_dim!(self.inner, t => t.set_require_grad(on)),
+        }
+    }
+
+    fn replace(self, data: TensorData) -> Self {
+        Self {
+            inner: any_dim!(self.inner, t => {
+                let grad = t.is_require_grad();
+                Tensor::from_data(data.clone(), &t.device()).set_require_grad(grad)
+            }),
+        }
+    }
+
+    fn wrap<const D: usize>(t: Tensor<B, D>) -> Self {
+        // Ranks above 6 do not occur in the models this crate serves.
+        let inner = match D {
+            1 => TensorAnyDim::D1(reshape_rank(t)),
+            2 => TensorAnyDim::D2(reshape_rank(t)),
+            3 => TensorAnyDim::D3(reshape_rank(t)),
+            4 => TensorAnyDim::D4(reshape_rank(t)),
+            5 => TensorAnyDim::D5(reshape_rank(t)),
+            6 => TensorAnyDim::D6(reshape_rank(t)),
+            _ => panic!("parameters of rank {D} are not supported"),
+        };
+        Self { inner }
+    }
+
+    fn unwrap<const D: usize>(self) -> Tensor<B, D> {
+        match self.inner {
+            TensorAnyDim::D1(t) => reshape_rank(t),
+            TensorAnyDim::D2(t) => reshape_rank(t),
+            TensorAnyDim::D3(t) => reshape_rank(t),
+            TensorAnyDim::D4(t) => reshape_rank(t),
+            TensorAnyDim::D5(t) => reshape_rank(t),
+            TensorAnyDim::D6(t) => reshape_rank(t),
+        }
+    }
+}
+
+/// Reinterpret a tensor whose rank is statically `D1` but known to equal `D2`.
+fn reshape_rank<B: Backend, const D1: usize, const D2: usize>(t: Tensor<B, D1>) -> Tensor<B, D2> {
+    assert_eq!(D1, D2, "rank mismatch");
+    let dims = t.dims();
+    let mut shape = [0usize; D2];
+    shape.copy_from_slice(&dims[..D2]);
+    t.reshape(shape)
+}
+
+/// A visitor that tracks the module path and calls `f(path, numel, data)` per float param.
+struct PathVisitor<T, F> {
+    stack: Vec<String>,
+    out: Vec<T>,
+    f: F,
+}
+
+impl<T, F> PathVisitor<T, F>
+where
+    F: FnMut(&str, usize, &dyn Fn() -> TensorData) -> T,
+{
+    fn new(f: F) -> Self {
+        Self {
+            stack: Vec::new(),
+            out: Vec::new(),
+            f,
+        }
+    }
+}
+
+impl<B, T, F> ModuleVisitor<B> for PathVisitor<T, F>
+where
+    B: Backend,
+    F: FnMut(&str, usize, &dyn Fn() -> TensorData) -> T,
+{
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.stack.push(name.to_string());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.stack.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let path = self.stack.join(".");
+        let numel = param.shape().num_elements();
+        let data = || param.val().into_data();
+        let item = (self.f)(&path, numel, &data);
+        self.out.push(item);
+    }
+}
+
+/// A mapper that tracks the module path and rewrites each float param with `f`.
+struct PathMapper<F> {
+    stack: Vec<String>,
+    f: F,
+}
+
+impl<B, F> ModuleMapper<B> for PathMapper<F>
+where
+    B: Backend,
+    F: FnMut(&str, TensorLike<B>) -> TensorLike<B>,
+{
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.stack.push(name.to_string());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.stack.pop();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let path = self.stack.join(".");
+        let (id, tensor, mapper) = param.consume();
+        let mapped = (self.f)(&path, TensorLike::wrap(tensor)).unwrap();
+        Param::from_mapped_value(id, mapped, mapper)
+    }
+}

@@ -1,0 +1,140 @@
+//! Shared test fixtures: the backend under test and a tiny transformer that implements
+//! `Adaptable`, standing in for the model crates.
+#![allow(dead_code)]
+
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+use coeff_tuning::peft::{join, params};
+use coeff_tuning::{
+    Adaptable, AttentionInput, MultiHeadAttention, MultiHeadAttentionConfig, PeftLinear, Site,
+};
+
+#[cfg(feature = "test-wgpu")]
+pub type Inner = burn::backend::Wgpu;
+#[cfg(all(feature = "test-flex", not(feature = "test-wgpu")))]
+pub type Inner = burn::backend::Flex;
+#[cfg(not(any(feature = "test-wgpu", feature = "test-flex")))]
+pub type Inner = burn::backend::NdArray<f32>;
+
+/// The backend tests train on.
+pub type TB = burn::backend::Autodiff<Inner>;
+
+pub fn device() -> burn::tensor::Device<TB> {
+    Default::default()
+}
+
+/// Deterministic random tensor.
+pub fn randn<B: Backend, const D: usize>(
+    shape: [usize; D],
+    seed: u64,
+    dev: &B::Device,
+) -> Tensor<B, D> {
+    let n: usize = shape.iter().product();
+    // A small LCG keeps fixtures identical on every backend (backend RNGs differ).
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let vals: Vec<f32> = (0..n)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 33) as f64 / (1u64 << 31) as f64 * 2.0 - 1.0) as f32
+        })
+        .collect();
+    Tensor::from_data(TensorData::new(vals, shape), dev)
+}
+
+pub fn max_abs_diff<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> f32 {
+    use burn::tensor::ElementConversion;
+    (a - b).abs().max().into_scalar().elem::<f32>()
+}
+
+/// One pre-norm-free transformer block: attention + MLP, residual.
+#[derive(Module, Debug)]
+pub struct Block<B: Backend> {
+    pub attn: MultiHeadAttention<B>,
+    pub fc1: PeftLinear<B>,
+    pub fc2: PeftLinear<B>,
+}
+
+/// Two blocks, mean pooling, a classification head.
+#[derive(Module, Debug)]
+pub struct TinyModel<B: Backend> {
+    pub blocks: Vec<Block<B>>,
+    pub head: Linear<B>,
+}
+
+pub const D_MODEL: usize = 12;
+pub const HEADS: usize = 3;
+pub const CLASSES: usize = 4;
+
+impl<B: Backend> TinyModel<B> {
+    pub fn new(dev: &B::Device) -> Self {
+        let blocks = (0..2)
+            .map(|_| Block {
+                attn: MultiHeadAttentionConfig::new(D_MODEL, HEADS).init(dev),
+                fc1: PeftLinear::new(&LinearConfig::new(D_MODEL, 2 * D_MODEL), dev),
+                fc2: PeftLinear::new(&LinearConfig::new(2 * D_MODEL, D_MODEL), dev),
+            })
+            .collect();
+        params::materialize(Self {
+            blocks,
+            head: LinearConfig::new(D_MODEL, CLASSES).init(dev),
+        })
+    }
+
+    /// `x: [batch, seq, D_MODEL]` -> logits `[batch, CLASSES]`.
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 2> {
+        let mut x = x;
+        for b in &self.blocks {
+            x = x.clone() + b.attn.forward(AttentionInput::self_attn(x)).context;
+            x = x.clone()
+                + b.fc2
+                    .forward(burn::tensor::activation::gelu(b.fc1.forward(x)));
+        }
+        self.head.forward(x.mean_dim(1).squeeze_dim(1))
+    }
+}
+
+impl<B: Backend> Adaptable<B> for Block<B> {
+    fn visit_sites(
+        &mut self,
+        path: &str,
+        f: &mut dyn FnMut(&str, Site<'_, B>) -> coeff_tuning::Result<()>,
+    ) -> coeff_tuning::Result<()> {
+        self.attn.visit_sites(&join(path, "attn"), f)?;
+        self.fc1.visit_sites(&join(path, "fc1"), f)?;
+        self.fc2.visit_sites(&join(path, "fc2"), f)
+    }
+}
+
+impl<B: Backend> Adaptable<B> for TinyModel<B> {
+    fn visit_sites(
+        &mut self,
+        path: &str,
+        f: &mut dyn FnMut(&str, Site<'_, B>) -> coeff_tuning::Result<()>,
+    ) -> coeff_tuning::Result<()> {
+        self.blocks.visit_sites(&join(path, "blocks"), f)
+    }
+}
+
+/// Move every parameter under `prefixes` away from its initial value, deterministically, so
+/// adapters act (B != 0, alpha != 0) without training.
+pub fn perturb<B: Backend, M: Module<B>>(model: M, prefixes: &[String], scale: f32) -> M {
+    let values = params::collect_params(&model, prefixes)
+        .into_iter()
+        .enumerate()
+        .map(|(k, (path, shape, v))| {
+            let v = v
+                .iter()
+                .enumerate()
+                .map(|(i, x)| x + scale * ((i as f32 * 0.37 + k as f32 * 1.3).sin()))
+                .collect();
+            (path, (shape, v))
+        })
+        .collect();
+    params::replace_params(model, &values)
+}
