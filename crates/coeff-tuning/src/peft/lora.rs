@@ -54,8 +54,9 @@ impl LoraConfig {
             Tensor::zeros([self.rank, d_output], &device),
         );
         let magnitude = self.use_dora.then(|| {
-            let norm = column_norm(base_weight.clone().detach());
-            Param::initialized(ParamId::new(), norm)
+            // Rebuilt from data so the parameter is a leaf of the autodiff graph.
+            let norm = column_norm(base_weight.clone().detach()).into_data();
+            Param::initialized(ParamId::new(), Tensor::from_data(norm, &device))
         });
         LoraAdapter {
             a,

@@ -99,6 +99,21 @@ pub fn collect_params<B: Backend, M: Module<B>>(
     v.out.into_iter().flatten().collect()
 }
 
+/// Every float parameter of `model` as `(path, shape, values as f32)`.
+pub fn all_params<B: Backend, M: Module<B>>(model: &M) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let mut v = PathVisitor::new(|path: &str, _: usize, data: &dyn Fn() -> TensorData| {
+        let data = data().convert::<f32>();
+        let shape = data.shape.to_vec();
+        (
+            path.to_string(),
+            shape,
+            data.into_vec::<f32>().expect("converted to f32"),
+        )
+    });
+    model.visit(&mut v);
+    v.out
+}
+
 /// Shapes of every float parameter under `prefixes`, by path.
 pub fn param_shapes<B: Backend, M: Module<B>>(
     model: &M,
@@ -126,7 +141,7 @@ pub fn materialize<B: Backend, M: Module<B>>(model: M) -> M {
 pub fn set_trainable<B: Backend, M: Module<B>>(model: M, prefixes: &[String]) -> M {
     let mut mapper = PathMapper {
         stack: Vec::new(),
-        f: |path: &str, t: TensorLike<B>| t.require_grad(under_any(path, prefixes)),
+        f: |path: &str| ParamAction::RequireGrad(under_any(path, prefixes)),
     };
     model.map(&mut mapper)
 }
@@ -139,90 +154,21 @@ pub fn replace_params<B: Backend, M: Module<B>>(
 ) -> M {
     let mut mapper = PathMapper {
         stack: Vec::new(),
-        f: |path: &str, t: TensorLike<B>| match values.get(path) {
-            Some((shape, data)) => t.replace(TensorData::new(data.clone(), shape.clone())),
-            None => t,
+        f: |path: &str| match values.get(path) {
+            Some((shape, data)) => {
+                ParamAction::Replace(TensorData::new(data.clone(), shape.clone()))
+            }
+            None => ParamAction::Keep,
         },
     };
     model.map(&mut mapper)
 }
 
-/// A float tensor of any rank, as the mapper's callback sees it.
-pub struct TensorLike<B: Backend> {
-    inner: TensorAnyDim<B>,
-}
-
-enum TensorAnyDim<B: Backend> {
-    D1(Tensor<B, 1>),
-    D2(Tensor<B, 2>),
-    D3(Tensor<B, 3>),
-    D4(Tensor<B, 4>),
-    D5(Tensor<B, 5>),
-    D6(Tensor<B, 6>),
-}
-
-macro_rules! any_dim {
-    ($self:expr, $t:ident => $body:expr) => {
-        match $self {
-            TensorAnyDim::D1($t) => TensorAnyDim::D1($body),
-            TensorAnyDim::D2($t) => TensorAnyDim::D2($body),
-            TensorAnyDim::D3($t) => TensorAnyDim::D3($body),
-            TensorAnyDim::D4($t) => TensorAnyDim::D4($body),
-            TensorAnyDim::D5($t) => TensorAnyDim::D5($body),
-            TensorAnyDim::D6($t) => TensorAnyDim::D6($body),
-        }
-    };
-}
-
-impl<B: Backend> TensorLike<B> {
-    fn require_grad(self, on: bool) -> Self {
-        Self {
-            inner: any_dim!(self.inner, t => t.set_require_grad(on)),
-        }
-    }
-
-    fn replace(self, data: TensorData) -> Self {
-        Self {
-            inner: any_dim!(self.inner, t => {
-                let grad = t.is_require_grad();
-                Tensor::from_data(data.clone(), &t.device()).set_require_grad(grad)
-            }),
-        }
-    }
-
-    fn wrap<const D: usize>(t: Tensor<B, D>) -> Self {
-        // Ranks above 6 do not occur in the models this crate serves.
-        let inner = match D {
-            1 => TensorAnyDim::D1(reshape_rank(t)),
-            2 => TensorAnyDim::D2(reshape_rank(t)),
-            3 => TensorAnyDim::D3(reshape_rank(t)),
-            4 => TensorAnyDim::D4(reshape_rank(t)),
-            5 => TensorAnyDim::D5(reshape_rank(t)),
-            6 => TensorAnyDim::D6(reshape_rank(t)),
-            _ => panic!("parameters of rank {D} are not supported"),
-        };
-        Self { inner }
-    }
-
-    fn unwrap<const D: usize>(self) -> Tensor<B, D> {
-        match self.inner {
-            TensorAnyDim::D1(t) => reshape_rank(t),
-            TensorAnyDim::D2(t) => reshape_rank(t),
-            TensorAnyDim::D3(t) => reshape_rank(t),
-            TensorAnyDim::D4(t) => reshape_rank(t),
-            TensorAnyDim::D5(t) => reshape_rank(t),
-            TensorAnyDim::D6(t) => reshape_rank(t),
-        }
-    }
-}
-
-/// Reinterpret a tensor whose rank is statically `D1` but known to equal `D2`.
-fn reshape_rank<B: Backend, const D1: usize, const D2: usize>(t: Tensor<B, D1>) -> Tensor<B, D2> {
-    assert_eq!(D1, D2, "rank mismatch");
-    let dims = t.dims();
-    let mut shape = [0usize; D2];
-    shape.copy_from_slice(&dims[..D2]);
-    t.reshape(shape)
+/// What [`PathMapper`] does to one parameter.
+enum ParamAction {
+    Keep,
+    RequireGrad(bool),
+    Replace(TensorData),
 }
 
 /// A visitor that tracks the module path and calls `f(path, numel, data)` per float param.
@@ -274,7 +220,7 @@ struct PathMapper<F> {
 impl<B, F> ModuleMapper<B> for PathMapper<F>
 where
     B: Backend,
-    F: FnMut(&str, TensorLike<B>) -> TensorLike<B>,
+    F: FnMut(&str) -> ParamAction,
 {
     fn enter_module(&mut self, name: &str, _: &str) {
         self.stack.push(name.to_string());
@@ -285,7 +231,14 @@ where
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
         let path = self.stack.join(".");
         let (id, tensor, mapper) = param.consume();
-        let mapped = (self.f)(&path, TensorLike::wrap(tensor)).unwrap();
-        Param::from_mapped_value(id, mapped, mapper)
+        let tensor = match (self.f)(&path) {
+            ParamAction::Keep => tensor,
+            ParamAction::RequireGrad(on) => tensor.set_require_grad(on),
+            ParamAction::Replace(data) => {
+                let grad = tensor.is_require_grad();
+                Tensor::from_data(data, &tensor.device()).set_require_grad(grad)
+            }
+        };
+        Param::from_mapped_value(id, tensor, mapper)
     }
 }

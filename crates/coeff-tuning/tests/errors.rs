@@ -1,0 +1,157 @@
+//! Bad input gives errors that name the file, key, shape, pattern or value.
+
+mod common;
+
+use coeff_tuning::peft::{ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE};
+use coeff_tuning::{inject, load_adapter, save_adapter, Method, PeftError};
+use common::{Inner, TinyModel};
+
+fn saved_adapter(method: Method) -> (tempfile::TempDir, TinyModel<Inner>) {
+    let dev = Default::default();
+    let base = TinyModel::<Inner>::new(&dev);
+    let (model, injected) = inject(base.clone(), &method.config(2, &["query", "value"])).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    save_adapter(&model, &injected, dir.path()).unwrap();
+    (dir, base)
+}
+
+#[test]
+fn unmatched_target_lists_existing_layers() {
+    let base = TinyModel::<Inner>::new(&Default::default());
+    let err = inject(base, &Method::Lora.config(2, &["q_proj"]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`q_proj`") && err.contains("target_modules"),
+        "{err}"
+    );
+    assert!(
+        err.contains("blocks.0.attn.query") && err.contains("blocks.1.fc2"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unmatched_module_to_save_is_an_error() {
+    let base = TinyModel::<Inner>::new(&Default::default());
+    let mut cfg = Method::Coeff.config(2, &[]);
+    cfg.modules_to_save = vec!["classifier".into()];
+    let err = inject(base, &cfg).unwrap_err().to_string();
+    assert!(
+        err.contains("`classifier`") && err.contains("head"),
+        "{err}"
+    );
+}
+
+#[test]
+fn double_injection_is_refused() {
+    let base = TinyModel::<Inner>::new(&Default::default());
+    let (model, _) = inject(base, &Method::Coeff.config(2, &[])).unwrap();
+    let err = inject(model, &Method::Coeff.config(2, &[])).unwrap_err();
+    assert!(
+        matches!(err, PeftError::AlreadyAdapted(ref p) if p == "blocks.0.attn"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_key_is_named() {
+    let (dir, base) = saved_adapter(Method::LoraCoeff);
+    // Rewrite the file without one tensor.
+    let path = dir.path().join(ADAPTER_WEIGHTS_FILE);
+    let bytes = std::fs::read(&path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let kept: Vec<_> = st
+        .tensors()
+        .into_iter()
+        .filter(|(k, _)| k != "blocks.1.attn.coeff.alpha")
+        .collect();
+    safetensors::serialize_to_file(kept, &None, &path).unwrap();
+    let err = load_adapter(base, dir.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("blocks.1.attn.coeff.alpha") && err.contains(ADAPTER_WEIGHTS_FILE),
+        "{err}"
+    );
+}
+
+#[test]
+fn shape_mismatch_is_named() {
+    let (dir, base) = saved_adapter(Method::Lora);
+    // Saved with rank 2; claim rank 4 in the config.
+    let cfg_path = dir.path().join(ADAPTER_CONFIG_FILE);
+    let text = std::fs::read_to_string(&cfg_path)
+        .unwrap()
+        .replace("\"rank\": 2", "\"rank\": 4");
+    std::fs::write(&cfg_path, text).unwrap();
+    let err = load_adapter(base, dir.path()).unwrap_err();
+    match err {
+        PeftError::ShapeMismatch {
+            key,
+            found,
+            expected,
+            ..
+        } => {
+            assert!(
+                key.ends_with(".lora.a") || key.ends_with(".lora.b"),
+                "{key}"
+            );
+            assert_ne!(found, expected);
+        }
+        other => panic!("expected a shape mismatch, got {other}"),
+    }
+}
+
+#[test]
+fn unexpected_keys_are_listed() {
+    let (dir, base) = saved_adapter(Method::LoraCoeff);
+    // The config now asks for coefficients only: the LoRA tensors are left over.
+    let cfg_path = dir.path().join(ADAPTER_CONFIG_FILE);
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg["lora"] = serde_json::Value::Null;
+    cfg["target_modules"] = serde_json::json!([]);
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let err = load_adapter(base, dir.path()).unwrap_err().to_string();
+    assert!(err.contains("blocks.0.attn.query.lora.a"), "{err}");
+}
+
+#[test]
+fn unknown_format_and_fields_are_refused() {
+    let (dir, base) = saved_adapter(Method::Coeff);
+    let cfg_path = dir.path().join(ADAPTER_CONFIG_FILE);
+    let text = std::fs::read_to_string(&cfg_path).unwrap();
+    std::fs::write(&cfg_path, text.replace("adapter/v1", "adapter/v9")).unwrap();
+    let err = load_adapter(base.clone(), dir.path())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("adapter/v9") && err.contains(ADAPTER_CONFIG_FILE),
+        "{err}"
+    );
+
+    std::fs::write(
+        &cfg_path,
+        text.replace("\"coeff\":", "\"method\": \"fact\", \"coeff\":"),
+    )
+    .unwrap();
+    let err = load_adapter(base, dir.path()).unwrap_err().to_string();
+    assert!(err.contains("method"), "{err}");
+}
+
+#[test]
+fn missing_directory_names_the_path() {
+    let base = TinyModel::<Inner>::new(&Default::default());
+    let err = load_adapter(base, "/nonexistent/adapter-dir")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("/nonexistent/adapter-dir"), "{err}");
+}
+
+#[test]
+fn out_of_range_dropout_is_refused() {
+    let base = TinyModel::<Inner>::new(&Default::default());
+    let mut cfg = Method::Coeff.config(2, &[]);
+    cfg.coeff.as_mut().unwrap().dropout = 1.5;
+    let err = inject(base, &cfg).unwrap_err().to_string();
+    assert!(err.contains("1.5"), "{err}");
+}
