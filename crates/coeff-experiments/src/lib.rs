@@ -1,0 +1,15 @@
+//! The paper's experiments, as a library the `coeff-experiments` binary (and `cargo xtask
+//! experiment`) drives. Each experiment writes `summary.json`, `results.md` and PNG plots.
+//!
+//! - [`toy`]: Fig. 3, the toy graph (convex hull, Prop. 4.2).
+//! - [`bench`]: step time of an attention stack with/without Coeff-Tuning.
+//! - shared pieces: [`backend`] (chosen by Cargo feature), [`report`], [`plot`], [`geometry`],
+//!   [`rng`].
+
+pub mod backend;
+pub mod bench;
+pub mod geometry;
+pub mod plot;
+pub mod report;
+pub mod rng;
+pub mod toy;

@@ -1,0 +1,74 @@
+//! What every experiment writes: `summary.json` (machine-readable, with backend, seed and git
+//! revision), a Markdown table, and plots - all into the run's output directory.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+/// Provenance recorded in every summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct Provenance {
+    /// Backend name (`flex`, `ndarray`, `wgpu`, `cuda`).
+    pub backend: &'static str,
+    /// `git describe --always --dirty` of the source tree, or `unknown`.
+    pub git_revision: String,
+    /// Seed of the run.
+    pub seed: u64,
+    /// Seconds since the Unix epoch at start.
+    pub started_unix: u64,
+    /// Program version.
+    pub version: &'static str,
+}
+
+impl Provenance {
+    /// Collect provenance for a run.
+    pub fn new(backend: &'static str, seed: u64) -> Self {
+        let git_revision = std::process::Command::new("git")
+            .args(["describe", "--always", "--dirty", "--abbrev=12"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_else(|| "unknown".into());
+        let started_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        Self {
+            backend,
+            git_revision,
+            seed,
+            started_unix,
+            version: env!("CARGO_PKG_VERSION"),
+        }
+    }
+}
+
+/// Write `bytes` to `path` atomically (temporary file + rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
+}
+
+/// Write a serialisable value as pretty JSON.
+pub fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
+    let mut bytes = serde_json::to_vec_pretty(value)?;
+    bytes.push(b'\n');
+    write_atomic(path, &bytes)
+}
+
+/// A Markdown table from a header and rows.
+pub fn markdown_table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut s = format!(
+        "| {} |\n|{}|\n",
+        header.join(" | "),
+        vec!["---"; header.len()].join("|")
+    );
+    for row in rows {
+        s.push_str(&format!("| {} |\n", row.join(" | ")));
+    }
+    s
+}
