@@ -1,1 +1,223 @@
-fn main() {}
+//! `cargo xtask`: a thin driver that builds and runs the experiments with the chosen backend.
+//!
+//! ```text
+//! cargo xtask experiment                       # the main job: the toy experiment on the CPU default
+//! cargo xtask experiment toy --backend flex --out runs/toy-flex
+//! cargo xtask experiment bench-attention --backend cuda -- --width 768 --heads 12
+//! cargo xtask bench --backends flex,ndarray    # compare backends on the toy and an attention stack
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// The CPU default, chosen by measurement (docs/benchmarks.md).
+const DEFAULT_BACKEND: Backend = Backend::Ndarray;
+
+#[derive(Parser)]
+#[command(about = "Project tasks: run experiments and benchmarks on a chosen backend")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Run one of the paper's experiments (release build, chosen backend).
+    Experiment {
+        /// Which experiment.
+        #[arg(value_enum, default_value_t = Experiment::Toy)]
+        name: Experiment,
+        /// Backend to build the experiment program with.
+        #[arg(long, value_enum, default_value_t = DEFAULT_BACKEND)]
+        backend: Backend,
+        /// Output directory (default: runs/<experiment>-<backend>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Extra arguments passed to the experiment (after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Run the toy and the attention-stack benchmark on several backends and compare.
+    Bench {
+        /// Comma-separated backends.
+        #[arg(long, value_delimiter = ',', default_values_t = [Backend::Flex, Backend::Ndarray])]
+        backends: Vec<Backend>,
+        /// Output root (one sub-directory per backend and benchmark).
+        #[arg(long, default_value = "runs/bench")]
+        out: PathBuf,
+        /// Extra arguments for bench-attention (after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Experiment {
+    /// The toy graph of the paper's Fig. 3.
+    Toy,
+    /// Step time of an attention stack with and without Coeff-Tuning.
+    BenchAttention,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Backend {
+    /// Burn's pure-Rust CPU backend.
+    Flex,
+    /// Burn's ndarray CPU backend (pure Rust matmul).
+    Ndarray,
+    /// ndarray with the system OpenBLAS (needs libopenblas-dev).
+    NdarrayBlas,
+    /// WebGPU / Vulkan.
+    Wgpu,
+    /// NVIDIA CUDA.
+    Cuda,
+}
+
+impl Backend {
+    fn feature(self) -> &'static str {
+        match self {
+            Backend::Flex => "flex",
+            Backend::Ndarray => "ndarray",
+            Backend::NdarrayBlas => "ndarray-blas",
+            Backend::Wgpu => "wgpu",
+            Backend::Cuda => "cuda",
+        }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.feature())
+    }
+}
+
+impl Experiment {
+    fn command(self) -> &'static str {
+        match self {
+            Experiment::Toy => "toy",
+            Experiment::BenchAttention => "bench-attention",
+        }
+    }
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Task::Experiment {
+            name,
+            backend,
+            out,
+            args,
+        } => {
+            let out =
+                out.unwrap_or_else(|| PathBuf::from(format!("runs/{}-{backend}", name.command())));
+            run_experiment(name, backend, &out, &args)
+        }
+        Task::Bench {
+            backends,
+            out,
+            args,
+        } => {
+            for &backend in &backends {
+                run_experiment(
+                    Experiment::Toy,
+                    backend,
+                    &out.join(format!("toy-{backend}")),
+                    &[],
+                )?;
+                run_experiment(
+                    Experiment::BenchAttention,
+                    backend,
+                    &out.join(format!("attention-{backend}")),
+                    &args,
+                )?;
+            }
+            compare(&backends, &out)
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn run_experiment(name: Experiment, backend: Backend, out: &Path, args: &[String]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let root = workspace_root();
+    let out = if out.is_absolute() {
+        out.to_path_buf()
+    } else {
+        root.join(out)
+    };
+    eprintln!(
+        "xtask: {} on {backend} -> {}",
+        name.command(),
+        out.display()
+    );
+    let status = Command::new(cargo)
+        .current_dir(&root)
+        .args([
+            "run",
+            "--release",
+            "--package",
+            "coeff-experiments",
+            "--no-default-features",
+        ])
+        .args(["--features", backend.feature(), "--"])
+        .arg("--out")
+        .arg(&out)
+        .arg(name.command())
+        .args(args)
+        .status()
+        .context("starting cargo")?;
+    if !status.success() {
+        bail!("{} on {backend} failed ({status})", name.command());
+    }
+    Ok(())
+}
+
+/// Print the time ratios between backends from their summaries.
+fn compare(backends: &[Backend], out: &Path) -> Result<()> {
+    let root = workspace_root();
+    let out = if out.is_absolute() {
+        out.to_path_buf()
+    } else {
+        root.join(out)
+    };
+    let read = |dir: PathBuf| -> Result<serde_json::Value> {
+        let p = dir.join("summary.json");
+        let text =
+            std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+        Ok(serde_json::from_str(&text)?)
+    };
+    println!("| backend | toy wall s (3 runs) | stack fwd ms (none) | stack fwd+bwd ms (none) | fwd+bwd Coeff/none | fwd+bwd LoRA+Coeff/LoRA |");
+    println!("|---|---|---|---|---|---|");
+    for b in backends {
+        let toy = read(out.join(format!("toy-{b}")))?;
+        let toy_s: f64 = toy["runs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["wall_s"].as_f64())
+            .sum();
+        let st = read(out.join(format!("attention-{b}")))?;
+        let none = &st["rows"][0];
+        println!(
+            "| {b} | {toy_s:.2} | {:.1} | {:.1} | {:.3} | {:.3} |",
+            none["forward_ms"].as_f64().unwrap_or(f64::NAN),
+            none["forward_backward_ms"].as_f64().unwrap_or(f64::NAN),
+            st["coeff_over_none_forward_backward"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
+            st["lora_coeff_over_lora_forward_backward"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
+        );
+    }
+    Ok(())
+}
