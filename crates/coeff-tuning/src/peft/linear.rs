@@ -51,8 +51,8 @@ impl<B: Backend> PeftLinear<B> {
         self.base.weight.dims()[1]
     }
 
-    /// Apply the layer. `x`: `[batch, seq, d_input]` -> `[batch, seq, d_output]`.
-    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    /// Apply the layer. `x`: `[..., d_input]` -> `[..., d_output]`.
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let base_out = self.base.forward(x.clone());
         match &self.lora {
             Some(lora) if lora.enabled && !self.merged => lora.forward(

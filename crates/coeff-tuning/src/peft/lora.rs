@@ -14,6 +14,7 @@
 use burn::config::Config;
 use burn::module::{Initializer, Module, Param, ParamId};
 use burn::nn::{Dropout, DropoutConfig};
+use burn::tensor::module::linear;
 use burn::tensor::{backend::Backend, Tensor};
 
 /// Configuration of a LoRA / DoRA adapter, shared by every layer it is injected into.
@@ -103,46 +104,43 @@ impl<B: Backend> LoraAdapter<B> {
     }
 
     /// Dropout on the adapter input is active (training with p > 0).
-    fn dropout_active(&self, x: &Tensor<B, 3>) -> bool {
+    fn dropout_active<const D: usize>(&self, x: &Tensor<B, D>) -> bool {
         self.dropout.prob > 0.0 && B::ad_enabled(&x.device())
     }
 
     /// Output of the adapted layer given the base layer's weight, bias and output.
     ///
-    /// - `x`: `[batch, seq, d_input]`, `base_out = x W + b`: `[batch, seq, d_output]`
-    pub(crate) fn forward(
+    /// - `x`: `[..., d_input]`, `base_out = x W + b`: `[..., d_output]`
+    pub(crate) fn forward<const D: usize>(
         &self,
-        x: Tensor<B, 3>,
+        x: Tensor<B, D>,
         weight: Tensor<B, 2>,
         bias: Option<Tensor<B, 1>>,
-        base_out: Tensor<B, 3>,
-    ) -> Tensor<B, 3> {
+        base_out: Tensor<B, D>,
+    ) -> Tensor<B, D> {
         let x_d = self.dropout.forward(x.clone());
-        let low_rank = x_d
-            .clone()
-            .matmul(self.a.val().unsqueeze())
-            .matmul(self.b.val().unsqueeze())
+        let low_rank = linear(linear(x_d.clone(), self.a.val(), None), self.b.val(), None)
             .mul_scalar(self.scaling);
         let Some(magnitude) = &self.magnitude else {
             return base_out + low_rank;
         };
         // DoRA: scale = m / ||W + delta W||, detached norm.
         let norm = column_norm(weight.clone() + self.delta_weight()).detach();
-        let scale = magnitude.val().div(norm).unsqueeze::<3>(); // [1, 1, out]
+        let scale = magnitude.val().div(norm).unsqueeze::<D>(); // [1, ..., 1, out]
         if self.dropout_active(&x) {
             // PEFT's form, exact when the adapter sees a dropped-out input:
             // y = base(x) + (scale - 1) * (x_d W) + scale * lowrank(x_d)
-            let x_d_w = x_d.matmul(weight.unsqueeze());
+            let x_d_w = linear(x_d, weight, None);
             base_out + (scale.clone() - 1.0) * x_d_w + scale * low_rank
         } else {
             // Same value, one matmul fewer: y = scale * (x W + lowrank(x)) + b
             let x_w = match bias.clone() {
-                Some(b) => base_out - b.unsqueeze::<3>(),
+                Some(b) => base_out - b.unsqueeze::<D>(),
                 None => base_out,
             };
             let y = scale * (x_w + low_rank);
             match bias {
-                Some(b) => y + b.unsqueeze::<3>(),
+                Some(b) => y + b.unsqueeze::<D>(),
                 None => y,
             }
         }

@@ -18,8 +18,8 @@ pub struct ParamReport {
 impl ParamReport {
     /// Count the parameters of `model`; those under `trainable_prefixes` are trainable.
     pub fn of<B: Backend, M: Module<B>>(model: &M, trainable_prefixes: &[String]) -> Self {
-        let mut v = PathVisitor::new(|path: &str, numel: usize, _: &dyn Fn() -> TensorData| {
-            (path.to_string(), numel)
+        let mut v = PathVisitor::new(|path: &str, shape: &[usize], _: &dyn Fn() -> TensorData| {
+            (path.to_string(), shape.iter().product::<usize>())
         });
         model.visit(&mut v);
         let mut report = ParamReport::default();
@@ -63,7 +63,7 @@ pub fn under_any(path: &str, prefixes: &[String]) -> bool {
 /// Every module path in `model` (all proper prefixes of parameter paths), sorted.
 pub fn module_paths<B: Backend, M: Module<B>>(model: &M) -> Vec<String> {
     let mut v =
-        PathVisitor::new(|path: &str, _: usize, _: &dyn Fn() -> TensorData| path.to_string());
+        PathVisitor::new(|path: &str, _: &[usize], _: &dyn Fn() -> TensorData| path.to_string());
     model.visit(&mut v);
     let mut set = BTreeSet::new();
     for path in v.out {
@@ -82,7 +82,7 @@ pub fn collect_params<B: Backend, M: Module<B>>(
     model: &M,
     prefixes: &[String],
 ) -> Vec<(String, Vec<usize>, Vec<f32>)> {
-    let mut v = PathVisitor::new(|path: &str, _: usize, data: &dyn Fn() -> TensorData| {
+    let mut v = PathVisitor::new(|path: &str, _: &[usize], data: &dyn Fn() -> TensorData| {
         if under_any(path, prefixes) {
             let data = data().convert::<f32>();
             let shape = data.shape.to_vec();
@@ -101,7 +101,7 @@ pub fn collect_params<B: Backend, M: Module<B>>(
 
 /// Every float parameter of `model` as `(path, shape, values as f32)`.
 pub fn all_params<B: Backend, M: Module<B>>(model: &M) -> Vec<(String, Vec<usize>, Vec<f32>)> {
-    let mut v = PathVisitor::new(|path: &str, _: usize, data: &dyn Fn() -> TensorData| {
+    let mut v = PathVisitor::new(|path: &str, _: &[usize], data: &dyn Fn() -> TensorData| {
         let data = data().convert::<f32>();
         let shape = data.shape.to_vec();
         (
@@ -119,8 +119,8 @@ pub fn param_shapes<B: Backend, M: Module<B>>(
     model: &M,
     prefixes: &[String],
 ) -> BTreeMap<String, Vec<usize>> {
-    let mut v = PathVisitor::new(|path: &str, _: usize, data: &dyn Fn() -> TensorData| {
-        under_any(path, prefixes).then(|| (path.to_string(), data().shape.to_vec()))
+    let mut v = PathVisitor::new(|path: &str, shape: &[usize], _: &dyn Fn() -> TensorData| {
+        under_any(path, prefixes).then(|| (path.to_string(), shape.to_vec()))
     });
     model.visit(&mut v);
     v.out.into_iter().flatten().collect()
@@ -135,6 +135,15 @@ pub fn materialize<B: Backend, M: Module<B>>(model: M) -> M {
     struct Materialize;
     impl<B: Backend> ModuleMapper<B> for Materialize {}
     model.map(&mut Materialize)
+}
+
+/// Shapes of every float parameter of `model`, by path.
+pub fn all_param_shapes<B: Backend, M: Module<B>>(model: &M) -> BTreeMap<String, Vec<usize>> {
+    let mut v = PathVisitor::new(|path: &str, shape: &[usize], _: &dyn Fn() -> TensorData| {
+        (path.to_string(), shape.to_vec())
+    });
+    model.visit(&mut v);
+    v.out.into_iter().collect()
 }
 
 /// Mark parameters under `prefixes` trainable and every other parameter frozen.
@@ -180,7 +189,7 @@ struct PathVisitor<T, F> {
 
 impl<T, F> PathVisitor<T, F>
 where
-    F: FnMut(&str, usize, &dyn Fn() -> TensorData) -> T,
+    F: FnMut(&str, &[usize], &dyn Fn() -> TensorData) -> T,
 {
     fn new(f: F) -> Self {
         Self {
@@ -194,7 +203,7 @@ where
 impl<B, T, F> ModuleVisitor<B> for PathVisitor<T, F>
 where
     B: Backend,
-    F: FnMut(&str, usize, &dyn Fn() -> TensorData) -> T,
+    F: FnMut(&str, &[usize], &dyn Fn() -> TensorData) -> T,
 {
     fn enter_module(&mut self, name: &str, _: &str) {
         self.stack.push(name.to_string());
@@ -204,9 +213,9 @@ where
     }
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         let path = self.stack.join(".");
-        let numel = param.shape().num_elements();
+        let shape = param.shape().to_vec();
         let data = || param.val().into_data();
-        let item = (self.f)(&path, numel, &data);
+        let item = (self.f)(&path, &shape, &data);
         self.out.push(item);
     }
 }

@@ -1,0 +1,378 @@
+//! One config for every ViT family, read from the reference libraries' own `config.json`.
+//!
+//! - Hugging Face `model_type` `vit` (`ViTModel`, `ViTForImageClassification`),
+//!   `clip_vision_model` / `clip` (`CLIPVisionModel[WithProjection]`, `CLIPModel`'s vision
+//!   tower), `dinov2` (`Dinov2Model`) - field names as `transformers` writes them.
+//! - timm: `{"architecture": "vit_small_patch16_224", ...}` (the hub's `config.json`, with
+//!   `num_classes`) or `{"architecture": "...", "model_args": {VisionTransformer kwargs}}`.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{Result, VitError};
+
+/// Which reference implementation the weights and numerics follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Family {
+    /// Hugging Face `ViTModel` / `ViTForImageClassification`.
+    HfVit,
+    /// Hugging Face CLIP vision tower (pre-layernorm, quick-GELU, class embedding, projection).
+    Clip,
+    /// Hugging Face `Dinov2Model` (layer-scale).
+    Dinov2,
+    /// timm `VisionTransformer` (fused qkv).
+    Timm,
+}
+
+/// MLP activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    /// Exact (erf) GELU.
+    Gelu,
+    /// `x * sigmoid(1.702 x)` (OpenAI CLIP).
+    QuickGelu,
+    /// tanh-approximated GELU.
+    GeluTanh,
+}
+
+impl Activation {
+    fn parse(name: &str, path: &Path) -> Result<Self> {
+        Ok(match name {
+            "gelu" => Activation::Gelu,
+            "quick_gelu" => Activation::QuickGelu,
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_tanh" => Activation::GeluTanh,
+            other => {
+                return Err(config_err(
+                    path,
+                    format!("hidden_act `{other}` is not supported (gelu, quick_gelu, gelu_new, gelu_pytorch_tanh)"),
+                ))
+            }
+        })
+    }
+}
+
+/// Everything needed to build a vision transformer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VitConfig {
+    /// Reference implementation.
+    pub family: Family,
+    /// Token width `D`.
+    pub hidden_size: usize,
+    /// Number of blocks.
+    pub num_layers: usize,
+    /// Attention heads per block.
+    pub num_heads: usize,
+    /// MLP hidden width.
+    pub intermediate_size: usize,
+    /// Patch side in pixels.
+    pub patch_size: usize,
+    /// Input channels.
+    pub num_channels: usize,
+    /// `[height, width]` the stored position embeddings were trained for.
+    pub image_size: [usize; 2],
+    /// Epsilon of every LayerNorm.
+    pub layer_norm_eps: f64,
+    /// MLP activation.
+    pub activation: Activation,
+    /// Bias on query/key/value.
+    pub qkv_bias: bool,
+    /// Per-channel layer-scale after attention and MLP (DINOv2, some timm models).
+    pub layer_scale: bool,
+    /// Classification head size, if the checkpoint has one.
+    pub num_labels: Option<usize>,
+    /// CLIP's visual projection width, if the checkpoint has one.
+    pub projection_dim: Option<usize>,
+    /// Hugging Face ViT pooler (`dense` + tanh on the class token), if the checkpoint has one.
+    pub hf_pooler: bool,
+}
+
+impl VitConfig {
+    /// Position grid `[rows, cols]` of the stored embeddings.
+    pub fn grid(&self) -> [usize; 2] {
+        [
+            self.image_size[0] / self.patch_size,
+            self.image_size[1] / self.patch_size,
+        ]
+    }
+
+    /// Read a `config.json` of any supported family (Hugging Face or timm).
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| VitError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_json_str(&text, path)
+    }
+
+    /// Parse a config; `path` is only used in error messages.
+    pub fn from_json_str(text: &str, path: &Path) -> Result<Self> {
+        let v: Value = serde_json::from_str(text)
+            .map_err(|e| config_err(path, format!("not valid JSON: {e}")))?;
+        if v.get("model_type").is_some() {
+            Self::from_hf(&v, path)
+        } else if v.get("architecture").is_some() {
+            Self::from_timm(&v, path)
+        } else {
+            Err(config_err(
+                path,
+                "neither `model_type` (Hugging Face) nor `architecture` (timm) is present".into(),
+            ))
+        }
+    }
+
+    fn from_hf(v: &Value, path: &Path) -> Result<Self> {
+        let model_type = str_field(v, "model_type", path)?;
+        let (family, c) = match model_type {
+            "vit" => (Family::HfVit, v),
+            "dinov2" => (Family::Dinov2, v),
+            "clip_vision_model" => (Family::Clip, v),
+            "clip" => (
+                Family::Clip,
+                v.get("vision_config")
+                    .ok_or_else(|| config_err(path, "model_type `clip` without `vision_config`".into()))?,
+            ),
+            other => {
+                return Err(config_err(
+                    path,
+                    format!("model_type `{other}` is not a supported vision transformer (vit, clip, clip_vision_model, dinov2)"),
+                ))
+            }
+        };
+        let hidden_size = usize_field(c, "hidden_size", path, None)?;
+        let num_heads = usize_field(c, "num_attention_heads", path, None)?;
+        let intermediate_size = match family {
+            Family::Dinov2 => {
+                if c.get("use_swiglu_ffn").and_then(Value::as_bool) == Some(true) {
+                    return Err(config_err(
+                        path,
+                        "use_swiglu_ffn = true (DINOv2 giant) is not supported yet".into(),
+                    ));
+                }
+                let ratio = c.get("mlp_ratio").and_then(Value::as_f64).unwrap_or(4.0);
+                (hidden_size as f64 * ratio) as usize
+            }
+            _ => usize_field(c, "intermediate_size", path, None)?,
+        };
+        let image = usize_field(c, "image_size", path, Some(224))?;
+        let architectures: Vec<&str> = v
+            .get("architectures")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let num_labels = if architectures
+            .iter()
+            .any(|a| a.ends_with("ForImageClassification"))
+        {
+            let n = v
+                .get("id2label")
+                .and_then(Value::as_object)
+                .map(|m| m.len())
+                .or_else(|| {
+                    v.get("num_labels")
+                        .and_then(Value::as_u64)
+                        .map(|n| n as usize)
+                })
+                .unwrap_or(2);
+            Some(n)
+        } else {
+            None
+        };
+        let projection_dim = match family {
+            Family::Clip => v
+                .get("projection_dim")
+                .or_else(|| c.get("projection_dim"))
+                .and_then(Value::as_u64)
+                .map(|n| n as usize),
+            _ => None,
+        };
+        let default_eps = match family {
+            Family::HfVit => 1e-12,
+            Family::Clip => 1e-5,
+            _ => 1e-6,
+        };
+        let default_act = match family {
+            Family::Clip => "quick_gelu",
+            _ => "gelu",
+        };
+        let config = VitConfig {
+            family,
+            hidden_size,
+            num_layers: usize_field(c, "num_hidden_layers", path, None)?,
+            num_heads,
+            intermediate_size,
+            patch_size: usize_field(c, "patch_size", path, Some(16))?,
+            num_channels: usize_field(c, "num_channels", path, Some(3))?,
+            image_size: [image, image],
+            layer_norm_eps: c
+                .get("layer_norm_eps")
+                .and_then(Value::as_f64)
+                .unwrap_or(default_eps),
+            activation: Activation::parse(
+                c.get("hidden_act")
+                    .and_then(Value::as_str)
+                    .unwrap_or(default_act),
+                path,
+            )?,
+            qkv_bias: c.get("qkv_bias").and_then(Value::as_bool).unwrap_or(true),
+            layer_scale: family == Family::Dinov2,
+            num_labels,
+            projection_dim,
+            hf_pooler: family == Family::HfVit && architectures.iter().all(|a| *a == "ViTModel"),
+        };
+        config.validate(path)
+    }
+
+    fn from_timm(v: &Value, path: &Path) -> Result<Self> {
+        let arch = str_field(v, "architecture", path)?;
+        let base = arch.split('.').next().unwrap_or(arch);
+        // Named timm architectures: (width, depth, heads, patch, image).
+        let named = match base {
+            "vit_tiny_patch16_224" => Some((192, 12, 3, 16, 224)),
+            "vit_small_patch16_224" => Some((384, 12, 6, 16, 224)),
+            "vit_base_patch16_224" => Some((768, 12, 12, 16, 224)),
+            "vit_large_patch16_224" => Some((1024, 24, 16, 16, 224)),
+            "vit_small_patch16_384" => Some((384, 12, 6, 16, 384)),
+            "vit_base_patch16_384" => Some((768, 12, 12, 16, 384)),
+            "vit_base_patch32_224" => Some((768, 12, 12, 32, 224)),
+            _ => None,
+        };
+        let args = v.get("model_args").cloned().unwrap_or(Value::Null);
+        let get = |key: &str| args.get(key).or_else(|| v.get(key));
+        let (mut width, mut depth, mut heads, mut patch, mut image) =
+            named.unwrap_or((0, 0, 0, 16, 224));
+        if named.is_none() && args.is_null() {
+            return Err(config_err(
+                path,
+                format!("timm architecture `{arch}` is not in the built-in table; give its `model_args`"),
+            ));
+        }
+        let u = |key: &str, cur: usize| {
+            get(key)
+                .and_then(Value::as_u64)
+                .map(|n| n as usize)
+                .unwrap_or(cur)
+        };
+        width = u("embed_dim", width);
+        depth = u("depth", depth);
+        heads = u("num_heads", heads);
+        patch = u("patch_size", patch);
+        image = match get("img_size") {
+            Some(Value::Array(a)) => a
+                .first()
+                .and_then(Value::as_u64)
+                .map(|n| n as usize)
+                .unwrap_or(image),
+            Some(x) => x.as_u64().map(|n| n as usize).unwrap_or(image),
+            None => v
+                .get("pretrained_cfg")
+                .and_then(|p| p.get("input_size"))
+                .and_then(Value::as_array)
+                .and_then(|a| a.get(1))
+                .and_then(Value::as_u64)
+                .map(|n| n as usize)
+                .unwrap_or(image),
+        };
+        let image_w = match get("img_size") {
+            Some(Value::Array(a)) => a
+                .get(1)
+                .and_then(Value::as_u64)
+                .map(|n| n as usize)
+                .unwrap_or(image),
+            _ => image,
+        };
+        let mlp_ratio = get("mlp_ratio").and_then(Value::as_f64).unwrap_or(4.0);
+        if get("class_token").and_then(Value::as_bool) == Some(false) {
+            return Err(config_err(
+                path,
+                "timm class_token = false is not supported yet".into(),
+            ));
+        }
+        if let Some(pool) = get("global_pool").and_then(Value::as_str) {
+            if pool != "token" {
+                return Err(config_err(
+                    path,
+                    format!("timm global_pool `{pool}` is not supported yet (token)"),
+                ));
+            }
+        }
+        let num_classes = get("num_classes")
+            .and_then(Value::as_u64)
+            .map(|n| n as usize)
+            .unwrap_or(1000);
+        let config = VitConfig {
+            family: Family::Timm,
+            hidden_size: width,
+            num_layers: depth,
+            num_heads: heads,
+            intermediate_size: (width as f64 * mlp_ratio) as usize,
+            patch_size: patch,
+            num_channels: u("in_chans", 3),
+            image_size: [image, image_w],
+            layer_norm_eps: 1e-6,
+            activation: Activation::Gelu,
+            qkv_bias: get("qkv_bias").and_then(Value::as_bool).unwrap_or(true),
+            layer_scale: get("init_values").map(|x| !x.is_null()).unwrap_or(false),
+            num_labels: (num_classes > 0).then_some(num_classes),
+            projection_dim: None,
+            hf_pooler: false,
+        };
+        config.validate(path)
+    }
+
+    fn validate(self, path: &Path) -> Result<Self> {
+        let fail = |m: String| Err(config_err(path, m));
+        if self.hidden_size == 0
+            || self.num_heads == 0
+            || self.num_layers == 0
+            || self.patch_size == 0
+        {
+            return fail(format!(
+                "hidden_size {}, num_attention_heads {}, num_hidden_layers {}, patch_size {} must all be positive",
+                self.hidden_size, self.num_heads, self.num_layers, self.patch_size
+            ));
+        }
+        if self.hidden_size % self.num_heads != 0 {
+            return fail(format!(
+                "hidden_size {} is not divisible by num_attention_heads {}",
+                self.hidden_size, self.num_heads
+            ));
+        }
+        if self.image_size[0] % self.patch_size != 0 || self.image_size[1] % self.patch_size != 0 {
+            return fail(format!(
+                "image_size {:?} is not a multiple of patch_size {}",
+                self.image_size, self.patch_size
+            ));
+        }
+        Ok(self)
+    }
+}
+
+fn config_err(path: &Path, message: String) -> VitError {
+    VitError::Config {
+        path: path.to_path_buf(),
+        message,
+    }
+}
+
+fn str_field<'a>(v: &'a Value, key: &str, path: &Path) -> Result<&'a str> {
+    v.get(key)
+        .and_then(Value::as_str)
+        .ok_or_else(|| config_err(path, format!("missing string field `{key}`")))
+}
+
+fn usize_field(v: &Value, key: &str, path: &Path, default: Option<usize>) -> Result<usize> {
+    match v.get(key) {
+        Some(x) => x.as_u64().map(|n| n as usize).ok_or_else(|| {
+            config_err(
+                path,
+                format!("field `{key}` must be a non-negative integer, got {x}"),
+            )
+        }),
+        None => default.ok_or_else(|| config_err(path, format!("missing field `{key}`"))),
+    }
+}

@@ -1,0 +1,29 @@
+//! # coeff-vit
+//!
+//! Vision transformers for Burn whose attention is `coeff_tuning::MultiHeadAttention`, so
+//! Coeff-Tuning, LoRA and DoRA apply to them by module path. One module tree serves four
+//! reference implementations, chosen by [`VitConfig::family`]:
+//!
+//! - Hugging Face `ViTModel` / `ViTForImageClassification` (Dosovitskiy et al., 2021);
+//! - timm `VisionTransformer` (`vit_*`, fused qkv);
+//! - the CLIP vision tower, `CLIPVisionModel[WithProjection]` (Radford et al., 2021);
+//! - DINOv2, `Dinov2Model` (Oquab et al., 2023; layer-scale, interpolated positions).
+//!
+//! Configs are read from the reference `config.json` ([`VitConfig::from_file`]); weights
+//! from safetensors in the reference key names through the tables in [`loader`].
+//!
+//! ```ignore
+//! let model = coeff_vit::load_pretrained::<B>("path/to/checkpoint", &device)?;
+//! let out = model.forward(pixel_values)?;     // last_hidden_state, pooled, logits, ...
+//! ```
+
+pub mod config;
+pub mod error;
+pub mod interpolate;
+pub mod loader;
+pub mod model;
+
+pub use config::{Activation, Family, VitConfig};
+pub use error::{Result, VitError};
+pub use loader::{load_pretrained, load_weights, Checkpoint};
+pub use model::{Block, Mlp, VisionTransformer, VitOutput};

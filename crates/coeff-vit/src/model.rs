@@ -1,0 +1,297 @@
+//! The vision transformer: one module tree for Hugging Face ViT, CLIP's vision tower, DINOv2
+//! and timm's ViT, differing only by [`VitConfig`].
+//!
+//! ```text
+//! pixel_values [B, C, H, W]
+//!   -> patch_embed (conv, stride = patch) -> [B, N, D]; prepend cls_token; + pos_embed
+//!      (resized to the input's patch grid when it differs, as the reference does)
+//!   -> pre_norm (CLIP only)
+//!   -> layers: x += ls1 * attn(norm1(x)); x += ls2 * mlp(norm2(x))     (pre-norm blocks)
+//!   -> norm (HF ViT, DINOv2, timm: whole sequence)  = last_hidden_state
+//!   -> pooled:  HF ViT tanh(pooler(cls)) | CLIP post_norm(cls) | DINOv2, timm: cls
+//!   -> head(cls) = logits (HF ViT, timm);  projection(pooled) = image_embeds (CLIP)
+//! ```
+//!
+//! Attention is `coeff_tuning::MultiHeadAttention` and every linear layer a `PeftLinear`, so
+//! LoRA / DoRA / Coeff-Tuning attach by module path: `layers.{i}.attn`,
+//! `layers.{i}.attn.{query,key,value,output}`, `layers.{i}.mlp.{fc1,fc2}`, `pooler`, `head`.
+
+use burn::module::{Module, Param, ParamId};
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::tensor::activation::{gelu, gelu_approximate, sigmoid};
+use burn::tensor::{backend::Backend, Distribution, Tensor};
+use coeff_tuning::peft::{join, params::materialize};
+use coeff_tuning::{
+    Adaptable, AttentionInput, MultiHeadAttention, MultiHeadAttentionConfig, PeftLinear, Site,
+};
+
+use crate::config::{Activation, Family, VitConfig};
+use crate::error::{Result, VitError};
+use crate::interpolate::{resize_grid, Resize};
+
+/// The two-layer MLP of a block.
+#[derive(Module, Debug)]
+pub struct Mlp<B: Backend> {
+    /// `[D] -> [intermediate]`
+    pub fc1: PeftLinear<B>,
+    /// `[intermediate] -> [D]`
+    pub fc2: PeftLinear<B>,
+    /// Activation between them.
+    #[module(skip)]
+    pub activation: Activation,
+}
+
+impl<B: Backend> Mlp<B> {
+    /// `x: [B, T, D] -> [B, T, D]`
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let h = self.fc1.forward(x);
+        let h = match self.activation {
+            Activation::Gelu => gelu(h),
+            Activation::GeluTanh => gelu_approximate(h),
+            Activation::QuickGelu => h.clone() * sigmoid(h * 1.702),
+        };
+        self.fc2.forward(h)
+    }
+}
+
+/// One pre-norm transformer block.
+#[derive(Module, Debug)]
+pub struct Block<B: Backend> {
+    /// Norm before attention.
+    pub norm1: LayerNorm<B>,
+    /// Self-attention.
+    pub attn: MultiHeadAttention<B>,
+    /// Layer-scale after attention, `[D]`.
+    pub ls1: Option<Param<Tensor<B, 1>>>,
+    /// Norm before the MLP.
+    pub norm2: LayerNorm<B>,
+    /// MLP.
+    pub mlp: Mlp<B>,
+    /// Layer-scale after the MLP, `[D]`.
+    pub ls2: Option<Param<Tensor<B, 1>>>,
+}
+
+impl<B: Backend> Block<B> {
+    /// `x: [B, T, D] -> [B, T, D]`
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let scale = |t: Tensor<B, 3>, ls: &Option<Param<Tensor<B, 1>>>| match ls {
+            Some(g) => t * g.val().unsqueeze::<3>(),
+            None => t,
+        };
+        let a = self
+            .attn
+            .forward(AttentionInput::self_attn(self.norm1.forward(x.clone())))
+            .context;
+        let x = x + scale(a, &self.ls1);
+        let m = self.mlp.forward(self.norm2.forward(x.clone()));
+        x + scale(m, &self.ls2)
+    }
+}
+
+/// Outputs of [`VisionTransformer::forward`], named as the reference libraries name them.
+#[derive(Debug, Clone)]
+pub struct VitOutput<B: Backend> {
+    /// `[B, 1 + N, D]`
+    pub last_hidden_state: Tensor<B, 3>,
+    /// `[B, D]`: HF ViT `pooler_output`, CLIP `pooler_output`, DINOv2 `pooler_output`,
+    /// timm `pre_logits`.
+    pub pooled: Tensor<B, 2>,
+    /// `[B, num_labels]`, when the model has a classification head.
+    pub logits: Option<Tensor<B, 2>>,
+    /// `[B, projection_dim]`, CLIP with projection.
+    pub image_embeds: Option<Tensor<B, 2>>,
+}
+
+/// A vision transformer of any supported family.
+#[derive(Module, Debug)]
+pub struct VisionTransformer<B: Backend> {
+    /// Patch embedding, weight `[D, C, P, P]`.
+    pub patch_embed: Conv2d<B>,
+    /// Class token `[1, 1, D]`.
+    pub cls_token: Param<Tensor<B, 3>>,
+    /// Position embeddings `[1, 1 + rows*cols, D]` for the config's image size.
+    pub pos_embed: Param<Tensor<B, 3>>,
+    /// CLIP's `pre_layrnorm`.
+    pub pre_norm: Option<LayerNorm<B>>,
+    /// The blocks.
+    pub layers: Vec<Block<B>>,
+    /// Final norm over the whole sequence (not CLIP).
+    pub norm: Option<LayerNorm<B>>,
+    /// CLIP's `post_layernorm` on the class token.
+    pub post_norm: Option<LayerNorm<B>>,
+    /// HF ViT pooler dense layer (followed by tanh).
+    pub pooler: Option<PeftLinear<B>>,
+    /// CLIP's visual projection (no bias), weight `[D, projection_dim]`.
+    pub projection: Option<Linear<B>>,
+    /// Classification head on the class token.
+    pub head: Option<PeftLinear<B>>,
+    /// The config the model was built from.
+    #[module(skip)]
+    pub config: VitConfig,
+}
+
+impl VitConfig {
+    /// A randomly initialised model (weights as in the references' init, roughly).
+    pub fn init<B: Backend>(&self, device: &B::Device) -> VisionTransformer<B> {
+        let d = self.hidden_size;
+        let ln = || {
+            LayerNormConfig::new(d)
+                .with_epsilon(self.layer_norm_eps)
+                .init(device)
+        };
+        let lin = |i: usize, o: usize| PeftLinear::new(&LinearConfig::new(i, o), device);
+        let ls = || {
+            self.layer_scale
+                .then(|| Param::initialized(ParamId::new(), Tensor::ones([d], device)))
+        };
+        let layers = (0..self.num_layers)
+            .map(|_| Block {
+                norm1: ln(),
+                attn: MultiHeadAttentionConfig::new(d, self.num_heads)
+                    .with_qkv_bias(self.qkv_bias)
+                    .init(device),
+                ls1: ls(),
+                norm2: ln(),
+                mlp: Mlp {
+                    fc1: lin(d, self.intermediate_size),
+                    fc2: lin(self.intermediate_size, d),
+                    activation: self.activation,
+                },
+                ls2: ls(),
+            })
+            .collect();
+        let [rows, cols] = self.grid();
+        let normal = |shape: [usize; 3]| {
+            Param::initialized(
+                ParamId::new(),
+                Tensor::random(shape, Distribution::Normal(0.0, 0.02), device),
+            )
+        };
+        let clip = self.family == Family::Clip;
+        let model = VisionTransformer {
+            patch_embed: Conv2dConfig::new([self.num_channels, d], [self.patch_size; 2])
+                .with_stride([self.patch_size; 2])
+                .with_bias(!clip)
+                .init(device),
+            cls_token: normal([1, 1, d]),
+            pos_embed: normal([1, 1 + rows * cols, d]),
+            pre_norm: clip.then(ln),
+            layers,
+            norm: (!clip).then(ln),
+            post_norm: clip.then(ln),
+            pooler: self.hf_pooler.then(|| lin(d, d)),
+            projection: self
+                .projection_dim
+                .map(|p| LinearConfig::new(d, p).with_bias(false).init(device)),
+            head: self.num_labels.map(|n| lin(d, n)),
+            config: self.clone(),
+        };
+        materialize(model)
+    }
+
+    /// How this family resizes position embeddings for a `[rows, cols]` patch grid.
+    pub fn resize_method(&self) -> Resize {
+        match self.family {
+            Family::HfVit | Family::Clip => Resize::Bicubic,
+            Family::Timm => Resize::BicubicAntialias,
+            // transformers >= 5 (Dinov2Embeddings.interpolate_pos_encoding): bicubic to the
+            // target size in float32. Older releases used a scale factor with a 0.1 offset
+            // (`Resize::BicubicScaleFactor`), as do checkpoints exported from them.
+            Family::Dinov2 => Resize::Bicubic,
+        }
+    }
+}
+
+impl<B: Backend> VisionTransformer<B> {
+    /// Token sequence after embedding: `[B, C, H, W] -> [B, 1 + N, D]`.
+    pub fn embed(&self, pixel_values: Tensor<B, 4>) -> Result<Tensor<B, 3>> {
+        let cfg = &self.config;
+        let [batch, channels, h, w] = pixel_values.dims();
+        if channels != cfg.num_channels {
+            return Err(VitError::Input(format!(
+                "pixel_values has {channels} channels, the model expects {} ([B, C, H, W])",
+                cfg.num_channels
+            )));
+        }
+        let p = cfg.patch_size;
+        if h < p || w < p {
+            return Err(VitError::Input(format!(
+                "image {h}x{w} is smaller than one {p}x{p} patch"
+            )));
+        }
+        let grid = [h / p, w / p];
+        let d = cfg.hidden_size;
+        let x = self.patch_embed.forward(pixel_values); // [B, D, rows, cols]
+        let x = x.reshape([batch, d, grid[0] * grid[1]]).swap_dims(1, 2);
+        let cls = self.cls_token.val().expand([batch, 1, d]);
+        let x = Tensor::cat(vec![cls, x], 1);
+        let pos = self.pos_embed.val();
+        let stored = cfg.grid();
+        let tokens = pos.dims()[1];
+        let cls_pos = pos.clone().slice([0..1, 0..1]);
+        let patch_pos = pos.slice([0..1, 1..tokens]);
+        let patch_pos = resize_grid(patch_pos, stored, grid, cfg.resize_method());
+        Ok(x + Tensor::cat(vec![cls_pos, patch_pos], 1))
+    }
+
+    /// Run the model on `pixel_values: [B, C, H, W]` (any size at least one patch).
+    pub fn forward(&self, pixel_values: Tensor<B, 4>) -> Result<VitOutput<B>> {
+        let mut x = self.embed(pixel_values)?;
+        if let Some(n) = &self.pre_norm {
+            x = n.forward(x);
+        }
+        for block in &self.layers {
+            x = block.forward(x);
+        }
+        if let Some(n) = &self.norm {
+            x = n.forward(x);
+        }
+        let [batch, _, d] = x.dims();
+        let cls = x.clone().slice([0..batch, 0..1]).reshape([batch, d]);
+        let mut pooled = cls.clone();
+        if let Some(n) = &self.post_norm {
+            pooled = n.forward(pooled);
+        }
+        if let Some(p) = &self.pooler {
+            pooled = p.forward(pooled).tanh();
+        }
+        let logits = self.head.as_ref().map(|h| h.forward(cls));
+        let image_embeds = self.projection.as_ref().map(|p| p.forward(pooled.clone()));
+        Ok(VitOutput {
+            last_hidden_state: x,
+            pooled,
+            logits,
+            image_embeds,
+        })
+    }
+}
+
+impl<B: Backend> Adaptable<B> for Block<B> {
+    fn visit_sites(
+        &mut self,
+        path: &str,
+        f: &mut dyn FnMut(&str, Site<'_, B>) -> coeff_tuning::Result<()>,
+    ) -> coeff_tuning::Result<()> {
+        self.attn.visit_sites(&join(path, "attn"), f)?;
+        self.mlp.fc1.visit_sites(&join(path, "mlp.fc1"), f)?;
+        self.mlp.fc2.visit_sites(&join(path, "mlp.fc2"), f)
+    }
+}
+
+impl<B: Backend> Adaptable<B> for VisionTransformer<B> {
+    fn visit_sites(
+        &mut self,
+        path: &str,
+        f: &mut dyn FnMut(&str, Site<'_, B>) -> coeff_tuning::Result<()>,
+    ) -> coeff_tuning::Result<()> {
+        self.layers.visit_sites(&join(path, "layers"), f)?;
+        if let Some(p) = self.pooler.as_mut() {
+            p.visit_sites(&join(path, "pooler"), f)?;
+        }
+        if let Some(h) = self.head.as_mut() {
+            h.visit_sites(&join(path, "head"), f)?;
+        }
+        Ok(())
+    }
+}
