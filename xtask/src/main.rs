@@ -5,6 +5,7 @@
 //! cargo xtask experiment toy --backend flex --out runs/toy-flex
 //! cargo xtask experiment bench-attention --backend cuda -- --width 768 --heads 12
 //! cargo xtask bench --backends flex,ndarray    # compare backends on the toy and an attention stack
+//! cargo xtask fetch                            # real pretrained ViTs: download, convert, verify
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -39,6 +40,18 @@ enum Task {
         /// Extra arguments passed to the experiment (after `--`).
         #[arg(last = true)]
         args: Vec<String>,
+    },
+    /// Download, convert (ONNX -> safetensors, in Rust) and verify the real pretrained ViTs.
+    Fetch {
+        /// Backend for the verification forward pass.
+        #[arg(long, value_enum, default_value_t = DEFAULT_BACKEND)]
+        backend: Backend,
+        /// Cache directory (default: $COEFF_TUNING_CACHE or ~/.cache/coeff-tuning).
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        /// Where the verification report goes.
+        #[arg(long, default_value = "runs/fetch")]
+        out: PathBuf,
     },
     /// Run the toy and the attention-stack benchmark on several backends and compare.
     Bench {
@@ -115,6 +128,16 @@ fn main() -> Result<()> {
                 out.unwrap_or_else(|| PathBuf::from(format!("runs/{}-{backend}", name.command())));
             run_experiment(name, backend, &out, &args)
         }
+        Task::Fetch {
+            backend,
+            cache,
+            out,
+        } => {
+            let args: Vec<String> = cache
+                .map(|c| vec!["--cache".to_string(), c.display().to_string()])
+                .unwrap_or_default();
+            run_program("fetch", backend, &out, &args)
+        }
         Task::Bench {
             backends,
             out,
@@ -147,6 +170,11 @@ fn workspace_root() -> PathBuf {
 }
 
 fn run_experiment(name: Experiment, backend: Backend, out: &Path, args: &[String]) -> Result<()> {
+    run_program(name.command(), backend, out, args)
+}
+
+/// `cargo run --release -p coeff-experiments --features <backend> -- --out OUT <command> <args>`.
+fn run_program(command: &str, backend: Backend, out: &Path, args: &[String]) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let root = workspace_root();
     let out = if out.is_absolute() {
@@ -154,11 +182,7 @@ fn run_experiment(name: Experiment, backend: Backend, out: &Path, args: &[String
     } else {
         root.join(out)
     };
-    eprintln!(
-        "xtask: {} on {backend} -> {}",
-        name.command(),
-        out.display()
-    );
+    eprintln!("xtask: {command} on {backend} -> {}", out.display());
     let status = Command::new(cargo)
         .current_dir(&root)
         .args([
@@ -171,12 +195,12 @@ fn run_experiment(name: Experiment, backend: Backend, out: &Path, args: &[String
         .args(["--features", backend.feature(), "--"])
         .arg("--out")
         .arg(&out)
-        .arg(name.command())
+        .arg(command)
         .args(args)
         .status()
         .context("starting cargo")?;
     if !status.success() {
-        bail!("{} on {backend} failed ({status})", name.command());
+        bail!("{command} on {backend} failed ({status})");
     }
     Ok(())
 }

@@ -3,11 +3,13 @@
 //!
 //! - [`toy`]: Fig. 3, the toy graph (convex hull, Prop. 4.2).
 //! - [`bench`]: step time of an attention stack with/without Coeff-Tuning.
+//! - [`fetch`]: download, convert and verify the real pretrained ViTs.
 //! - shared pieces: [`backend`] (chosen by Cargo feature), [`report`], [`plot`], [`geometry`],
 //!   [`rng`].
 
 pub mod backend;
 pub mod bench;
+pub mod fetch;
 pub mod geometry;
 pub mod plot;
 pub mod report;

@@ -4,7 +4,7 @@
 //! a release build. Each experiment writes `summary.json`, `results.md` and PNG plots into
 //! `--out`.
 
-use coeff_experiments::{backend, bench, toy};
+use coeff_experiments::{backend, bench, fetch, toy};
 
 use std::path::PathBuf;
 
@@ -30,6 +30,8 @@ enum Command {
     Toy(toy::ToyArgs),
     /// Time an attention stack with and without Coeff-Tuning on this backend.
     BenchAttention(bench::BenchArgs),
+    /// Download, convert and verify the real pretrained ViTs (CLIP ViT-B/16, DINOv2 ViT-S/14).
+    Fetch(fetch::FetchArgs),
 }
 
 fn main() -> Result<()> {
@@ -52,6 +54,7 @@ fn main() -> Result<()> {
                 "Prop. 4.2 bound violated: see results.md"
             );
         }
+        Command::Fetch(args) => fetch::run::<backend::Inner>(&args, &cli.out, &device)?,
         Command::BenchAttention(args) => {
             bench::run::<backend::Train>(&args, &cli.out, backend::NAME, &device)?
         }

@@ -22,6 +22,8 @@ pub mod error;
 pub mod interpolate;
 pub mod loader;
 pub mod model;
+#[cfg(feature = "pretrained")]
+pub mod pretrained;
 
 pub use config::{Activation, Family, VitConfig};
 pub use error::{Result, VitError};

@@ -340,6 +340,31 @@ impl Checkpoint {
             .unwrap_or_default()
     }
 
+    /// An integer tensor (I64 or I32) as i64 values.
+    pub fn read_i64(&self, key: &str) -> Result<Vec<i64>> {
+        let st = self.tensors()?;
+        let view = st.tensor(key).map_err(|_| VitError::MissingKeys {
+            path: self.path.clone(),
+            keys: vec![key.to_string()],
+        })?;
+        let b = view.data();
+        match view.dtype() {
+            Dtype::I64 => Ok(b
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+                .collect()),
+            Dtype::I32 => Ok(b
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes(c.try_into().expect("4 bytes")) as i64)
+                .collect()),
+            other => Err(VitError::Dtype {
+                path: self.path.clone(),
+                key: key.to_string(),
+                dtype: format!("{other:?}"),
+            }),
+        }
+    }
+
     /// One tensor as f32 with its shape.
     pub fn read_f32(&self, key: &str) -> Result<(Vec<usize>, Vec<f32>)> {
         let st = self.tensors()?;
