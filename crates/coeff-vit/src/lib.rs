@@ -22,6 +22,7 @@ pub mod error;
 pub mod interpolate;
 pub mod loader;
 pub mod model;
+pub mod peft_format;
 #[cfg(feature = "pretrained")]
 pub mod pretrained;
 

@@ -1,0 +1,185 @@
+//! PEFT interop: adapters saved by `peft` load here and reproduce PEFT's outputs; adapters we
+//! export have PEFT's exact key names and shapes and load back to the same outputs.
+//! (`scripts/fixtures/check_peft_export.py DIR` checks an export with `peft` itself.)
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Tensor, TensorData};
+use coeff_vit::peft_format::{export_peft, import_peft};
+use coeff_vit::{load_pretrained, Checkpoint, VisionTransformer};
+
+type B = burn::backend::NdArray<f32>;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn run(model: &VisionTransformer<B>, reference: &Checkpoint) -> (Tensor<B, 2>, Tensor<B, 3>) {
+    let (s, d) = reference.read_f32("pixel_values").unwrap();
+    let out = model
+        .forward(Tensor::from_data(
+            TensorData::new(d, s),
+            &Default::default(),
+        ))
+        .unwrap();
+    (out.logits.unwrap(), out.last_hidden_state)
+}
+
+fn reference_outputs(reference: &Checkpoint) -> (Tensor<B, 2>, Tensor<B, 3>) {
+    let t = |k: &str| {
+        let (s, d) = reference.read_f32(k).unwrap();
+        TensorData::new(d, s)
+    };
+    (
+        Tensor::from_data(t("logits"), &Default::default()),
+        Tensor::from_data(t("last_hidden_state"), &Default::default()),
+    )
+}
+
+fn max_abs<const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> f32 {
+    (a - b).abs().max().into_scalar()
+}
+
+fn roundtrip(name: &str) {
+    let dev = Default::default();
+    let base = load_pretrained::<B>(fixture("hf_vit_cls"), &dev).unwrap();
+    let reference = Checkpoint::open(fixture(name).join("reference.safetensors")).unwrap();
+    let (model, injected) =
+        import_peft(base.clone(), &fixture(name)).unwrap_or_else(|e| panic!("{e}"));
+    let (logits, hidden) = run(&model, &reference);
+    let (ref_logits, ref_hidden) = reference_outputs(&reference);
+    let (base_logits, _) = run(&base, &reference);
+    assert!(
+        max_abs(base_logits, ref_logits.clone()) > 1e-2,
+        "{name}: adapter has no effect"
+    );
+    let e1 = max_abs(logits.clone(), ref_logits);
+    let e2 = max_abs(hidden, ref_hidden);
+    assert!(
+        e1 < 1e-4 && e2 < 1e-4,
+        "{name}: logits differ by {e1}, hidden states by {e2}"
+    );
+
+    // Export and compare the file layout with PEFT's own.
+    let dir = tempfile::tempdir().unwrap();
+    let report = export_peft(&model, &injected, dir.path()).unwrap();
+    assert!(report.coeff_layers_left_out.is_empty());
+    let ours = Checkpoint::open(dir.path().join("adapter_model.safetensors")).unwrap();
+    let theirs = Checkpoint::open(fixture(name).join("adapter_model.safetensors")).unwrap();
+    let shapes = |c: &Checkpoint| -> Vec<(String, Vec<usize>)> {
+        let mut v: Vec<_> = c
+            .keys()
+            .into_iter()
+            .map(|k| {
+                let s = c.read_f32(&k).unwrap().0;
+                (k, s)
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        shapes(&ours),
+        shapes(&theirs),
+        "{name}: exported keys/shapes differ from PEFT's"
+    );
+    for (k, _) in shapes(&theirs) {
+        assert_eq!(
+            ours.read_f32(&k).unwrap().1,
+            theirs.read_f32(&k).unwrap().1,
+            "{name}: `{k}` values differ"
+        );
+    }
+    let (again, _) = import_peft(base, dir.path()).unwrap();
+    let (logits2, _) = run(&again, &reference);
+    assert!(max_abs(logits, logits2) < 1e-6);
+}
+
+#[test]
+fn peft_lora_adapter_imports_and_exports() {
+    roundtrip("peft_lora_vit");
+}
+
+#[test]
+fn peft_dora_adapter_imports_and_exports() {
+    roundtrip("peft_dora_vit");
+}
+
+#[test]
+fn unsupported_peft_options_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["adapter_model.safetensors", "adapter_config.json"] {
+        std::fs::copy(fixture("peft_lora_vit").join(f), dir.path().join(f)).unwrap();
+    }
+    let cfg = dir.path().join("adapter_config.json");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replace("\"use_rslora\": false", "\"use_rslora\": true"),
+    )
+    .unwrap();
+    let base = load_pretrained::<B>(fixture("hf_vit_cls"), &Default::default()).unwrap();
+    let err = import_peft(base, dir.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("use_rslora") && err.contains("adapter_config.json"),
+        "{err}"
+    );
+}
+
+/// An adapter made here (random LoRA / DoRA factors and head), exported with our forward
+/// outputs beside it, for `python3 scripts/fixtures/check_peft_export.py DIR` to load in PEFT.
+#[test]
+fn our_adapters_export_with_reference_outputs() {
+    use coeff_tuning::peft::params;
+    use coeff_tuning::{inject, Method};
+    for (method, name) in [(Method::Lora, "lora"), (Method::Dora, "dora")] {
+        let dev = Default::default();
+        let base = load_pretrained::<B>(fixture("hf_vit_cls"), &dev).unwrap();
+        let mut cfg = method.config(3, &["query", "value", "fc1"]);
+        cfg.modules_to_save = vec!["head".into()];
+        let (model, injected) = inject(base, &cfg).unwrap();
+        let values = params::collect_params(&model, &injected.trainable_prefixes())
+            .into_iter()
+            .map(|(p, s, v)| {
+                let v = v
+                    .iter()
+                    .enumerate()
+                    .map(|(i, x)| x + 0.2 * ((i as f32) * 0.7).sin())
+                    .collect();
+                (p, (s, v))
+            })
+            .collect();
+        let model = params::replace_params(model, &values);
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("peft-export-{name}"));
+        export_peft(&model, &injected, &dir).unwrap();
+        let reference =
+            Checkpoint::open(fixture("hf_vit_cls").join("reference_square.safetensors")).unwrap();
+        let (logits, hidden) = run(&model, &reference);
+        let (s, px) = reference.read_f32("pixel_values").unwrap();
+        let mut out = std::collections::BTreeMap::new();
+        out.insert("pixel_values".to_string(), (s, px));
+        out.insert(
+            "logits".to_string(),
+            (logits.dims().to_vec(), logits.into_data().to_vec().unwrap()),
+        );
+        out.insert(
+            "last_hidden_state".to_string(),
+            (hidden.dims().to_vec(), hidden.into_data().to_vec().unwrap()),
+        );
+        coeff_vit::peft_format::write_safetensors(&dir.join("reference.safetensors"), &out)
+            .unwrap();
+        let (again, _) = import_peft(
+            load_pretrained::<B>(fixture("hf_vit_cls"), &dev).unwrap(),
+            &dir,
+        )
+        .unwrap();
+        let (l2, _) = run(&again, &reference);
+        let (l1, _) = run(&model, &reference);
+        assert!(
+            max_abs(l1, l2) < 1e-6,
+            "{name}: export -> import changed the logits"
+        );
+    }
+}
