@@ -6,6 +6,7 @@
 //! cargo xtask experiment bench-attention --backend cuda -- --width 768 --heads 12
 //! cargo xtask bench --backends flex,ndarray    # compare backends on the toy and an attention stack
 //! cargo xtask fetch                            # real pretrained ViTs: download, convert, verify
+//! cargo xtask infer --checkpoint DIR --input x.safetensors --output y.safetensors
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -52,6 +53,21 @@ enum Task {
         /// Where the verification report goes.
         #[arg(long, default_value = "runs/fetch")]
         out: PathBuf,
+    },
+    /// Run a ViT checkpoint directory on a `pixel_values` safetensors file.
+    Infer {
+        /// Backend.
+        #[arg(long, value_enum, default_value_t = DEFAULT_BACKEND)]
+        backend: Backend,
+        /// Checkpoint directory (`config.json` + `model.safetensors`).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Input safetensors with `pixel_values [B, 3, H, W]`.
+        #[arg(long)]
+        input: PathBuf,
+        /// Output safetensors.
+        #[arg(long)]
+        output: PathBuf,
     },
     /// Run the toy and the attention-stack benchmark on several backends and compare.
     Bench {
@@ -137,6 +153,23 @@ fn main() -> Result<()> {
                 .map(|c| vec!["--cache".to_string(), c.display().to_string()])
                 .unwrap_or_default();
             run_program("fetch", backend, &out, &args)
+        }
+        Task::Infer {
+            backend,
+            checkpoint,
+            input,
+            output,
+        } => {
+            let abs = |p: PathBuf| std::path::absolute(&p).unwrap_or(p).display().to_string();
+            let args = vec![
+                "--checkpoint".into(),
+                abs(checkpoint),
+                "--input".into(),
+                abs(input),
+                "--output".into(),
+                abs(output),
+            ];
+            run_program("infer", backend, Path::new("runs/infer"), &args)
         }
         Task::Bench {
             backends,

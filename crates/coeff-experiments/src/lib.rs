@@ -4,6 +4,7 @@
 //! - [`toy`]: Fig. 3, the toy graph (convex hull, Prop. 4.2).
 //! - [`bench`]: step time of an attention stack with/without Coeff-Tuning.
 //! - [`fetch`]: download, convert and verify the real pretrained ViTs.
+//! - [`infer`]: run a ViT checkpoint on a `pixel_values` file.
 //! - shared pieces: [`backend`] (chosen by Cargo feature), [`report`], [`plot`], [`geometry`],
 //!   [`rng`].
 
@@ -11,6 +12,7 @@ pub mod backend;
 pub mod bench;
 pub mod fetch;
 pub mod geometry;
+pub mod infer;
 pub mod plot;
 pub mod report;
 pub mod rng;

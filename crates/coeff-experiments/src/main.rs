@@ -4,7 +4,7 @@
 //! a release build. Each experiment writes `summary.json`, `results.md` and PNG plots into
 //! `--out`.
 
-use coeff_experiments::{backend, bench, fetch, toy};
+use coeff_experiments::{backend, bench, fetch, infer, toy};
 
 use std::path::PathBuf;
 
@@ -32,6 +32,23 @@ enum Command {
     BenchAttention(bench::BenchArgs),
     /// Download, convert and verify the real pretrained ViTs (CLIP ViT-B/16, DINOv2 ViT-S/14).
     Fetch(fetch::FetchArgs),
+    /// Time the head-mixing kernel alone (two formulations) on ViT-sized maps.
+    BenchMix {
+        /// Batch.
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        /// Heads.
+        #[arg(long, default_value_t = 12)]
+        heads: usize,
+        /// Tokens.
+        #[arg(long, default_value_t = 197)]
+        tokens: usize,
+        /// Timed repetitions.
+        #[arg(long, default_value_t = 5)]
+        iters: usize,
+    },
+    /// Run a ViT checkpoint directory on `pixel_values` from a safetensors file.
+    Infer(infer::InferArgs),
 }
 
 fn main() -> Result<()> {
@@ -54,6 +71,10 @@ fn main() -> Result<()> {
                 "Prop. 4.2 bound violated: see results.md"
             );
         }
+        Command::BenchMix { batch, heads, tokens, iters } => {
+            bench::run_mix::<backend::Train>(batch, heads, tokens, iters, &device)?
+        }
+        Command::Infer(args) => infer::run::<backend::Inner>(&args, &device)?,
         Command::Fetch(args) => fetch::run::<backend::Inner>(&args, &cli.out, &device)?,
         Command::BenchAttention(args) => {
             bench::run::<backend::Train>(&args, &cli.out, backend::NAME, &device)?

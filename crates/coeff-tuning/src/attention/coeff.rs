@@ -89,3 +89,14 @@ pub fn mix_heads<B: Backend>(maps: Tensor<B, 4>, coeffs: Tensor<B, 2>) -> Tensor
     let coeffs = coeffs.unsqueeze::<3>().expand([batch, heads, heads]);
     coeffs.matmul(flat).reshape([batch, heads, n, m])
 }
+
+/// Same as [`mix_heads`], computed as one `[H, H] x [H, batch*n*m]` product (heads moved to
+/// the front). Kept to compare kernels on each backend (`bench-mix`).
+pub fn mix_heads_2d<B: Backend>(maps: Tensor<B, 4>, coeffs: Tensor<B, 2>) -> Tensor<B, 4> {
+    let [batch, heads, n, m] = maps.dims();
+    let flat = maps.swap_dims(0, 1).reshape([heads, batch * n * m]);
+    coeffs
+        .matmul(flat)
+        .reshape([heads, batch, n, m])
+        .swap_dims(0, 1)
+}

@@ -22,7 +22,7 @@ use burn::nn::{Dropout, DropoutConfig, LinearConfig};
 use burn::tensor::activation::softmax;
 use burn::tensor::{backend::Backend, Bool, Tensor};
 
-pub use coeff::{mix_heads, Coeff, CoeffConfig};
+pub use coeff::{mix_heads, mix_heads_2d, Coeff, CoeffConfig};
 
 use crate::peft::PeftLinear;
 
