@@ -145,7 +145,10 @@ where
         // Every variant back-propagates to the input, so "none" (a frozen model) and the
         // adapters differ only by the adapter's own work.
         let (model, trainable) = match method {
-            None => (coeff_tuning::peft::params::set_trainable(model.clone(), &[]), 0),
+            None => (
+                coeff_tuning::peft::params::set_trainable(model.clone(), &[]),
+                0,
+            ),
             Some(m) => {
                 let (model, inj) = inject(model.clone(), &m.config(8, &["query", "value"]))?;
                 (model, inj.params.trainable)
@@ -200,7 +203,11 @@ pub fn run<B: AutodiffBackend>(
     let mut rng = Lcg::new(0);
     let mut uniform = |shape: Vec<usize>| {
         let n = shape.iter().product();
-        let v: Vec<f32> = rng.uniform_vec(n, -1.0, 1.0).into_iter().map(|v| v as f32).collect();
+        let v: Vec<f32> = rng
+            .uniform_vec(n, -1.0, 1.0)
+            .into_iter()
+            .map(|v| v as f32)
+            .collect();
         burn::tensor::TensorData::new(v, shape)
     };
     let rows = match args.model {
@@ -210,18 +217,29 @@ pub fn run<B: AutodiffBackend>(
                     .map(|_| MultiHeadAttentionConfig::new(args.width, args.heads).init(device))
                     .collect(),
             };
-            let x = Tensor::<B, 3>::from_data(uniform(vec![args.batch, args.tokens, args.width]), device);
+            let x = Tensor::<B, 3>::from_data(
+                uniform(vec![args.batch, args.tokens, args.width]),
+                device,
+            );
             let xi = x.clone().inner();
             measure(
                 stack,
                 args.iters,
                 device,
-                |m: &Stack<B>| m.forward(x.clone().detach().require_grad()).powi_scalar(2).mean(),
+                |m: &Stack<B>| {
+                    m.forward(x.clone().detach().require_grad())
+                        .powi_scalar(2)
+                        .mean()
+                },
                 |m: &Stack<B::InnerBackend>| m.forward(xi.clone()).sum(),
             )?
         }
         BenchModel::VitS | BenchModel::VitB => {
-            let (width, heads) = if args.model == BenchModel::VitS { (384, 6) } else { (768, 12) };
+            let (width, heads) = if args.model == BenchModel::VitS {
+                (384, 6)
+            } else {
+                (768, 12)
+            };
             let config = vit_config(width, heads);
             let px = Tensor::<B, 4>::from_data(uniform(vec![args.batch, 3, 224, 224]), device);
             let pxi = px.clone().inner();
@@ -230,11 +248,16 @@ pub fn run<B: AutodiffBackend>(
                 args.iters,
                 device,
                 |m: &VisionTransformer<B>| {
-                    let out = m.forward(px.clone().detach().require_grad()).expect("valid input");
+                    let out = m
+                        .forward(px.clone().detach().require_grad())
+                        .expect("valid input");
                     out.last_hidden_state.powi_scalar(2).mean()
                 },
                 |m: &VisionTransformer<B::InnerBackend>| {
-                    m.forward(pxi.clone()).expect("valid input").last_hidden_state.sum()
+                    m.forward(pxi.clone())
+                        .expect("valid input")
+                        .last_hidden_state
+                        .sum()
                 },
             )?
         }
@@ -295,22 +318,48 @@ pub fn run<B: AutodiffBackend>(
 
 /// `bench-mix`: the head-mixing kernel alone, forward and forward+backward, in two
 /// formulations, on maps of ViT size.
-pub fn run_mix<B: AutodiffBackend>(batch: usize, heads: usize, tokens: usize, iters: usize, device: &B::Device) -> Result<()> {
+pub fn run_mix<B: AutodiffBackend>(
+    batch: usize,
+    heads: usize,
+    tokens: usize,
+    iters: usize,
+    device: &B::Device,
+) -> Result<()> {
     use coeff_tuning::attention::{mix_heads, mix_heads_2d};
     let mut rng = Lcg::new(1);
     let n = batch * heads * tokens * tokens;
-    let v: Vec<f32> = rng.uniform_vec(n, 0.0, 1.0).into_iter().map(|v| v as f32).collect();
-    let maps = Tensor::<B, 4>::from_data(burn::tensor::TensorData::new(v, [batch, heads, tokens, tokens]), device);
-    let c: Vec<f32> = rng.uniform_vec(heads * heads, -0.5, 0.5).into_iter().map(|v| v as f32).collect();
-    let coeffs = Tensor::<B, 2>::from_data(burn::tensor::TensorData::new(c, [heads, heads]), device);
+    let v: Vec<f32> = rng
+        .uniform_vec(n, 0.0, 1.0)
+        .into_iter()
+        .map(|v| v as f32)
+        .collect();
+    let maps = Tensor::<B, 4>::from_data(
+        burn::tensor::TensorData::new(v, [batch, heads, tokens, tokens]),
+        device,
+    );
+    let c: Vec<f32> = rng
+        .uniform_vec(heads * heads, -0.5, 0.5)
+        .into_iter()
+        .map(|v| v as f32)
+        .collect();
+    let coeffs =
+        Tensor::<B, 2>::from_data(burn::tensor::TensorData::new(c, [heads, heads]), device);
     type Mix<B> = fn(Tensor<B, 4>, Tensor<B, 2>) -> Tensor<B, 4>;
-    let kernels: [(&str, Mix<B>); 2] = [("batched [B,H,H]x[B,H,NM]", mix_heads), ("2-D [H,H]x[H,B*NM]", mix_heads_2d)];
+    let kernels: [(&str, Mix<B>); 2] = [
+        ("batched [B,H,H]x[B,H,NM]", mix_heads),
+        ("2-D [H,H]x[H,B*NM]", mix_heads_2d),
+    ];
     for (name, f) in kernels {
         let mut fwd = Vec::new();
         let mut fb = Vec::new();
         for it in 0..=iters {
             let t0 = Instant::now();
-            let _ = f(maps.clone().inner_detached(), coeffs.clone().inner_detached()).sum().into_data();
+            let _ = f(
+                maps.clone().inner_detached(),
+                coeffs.clone().inner_detached(),
+            )
+            .sum()
+            .into_data();
             let a = t0.elapsed().as_secs_f64() * 1e3;
             let t0 = Instant::now();
             let m = maps.clone().detach().require_grad();
@@ -324,7 +373,11 @@ pub fn run_mix<B: AutodiffBackend>(batch: usize, heads: usize, tokens: usize, it
                 fb.push(b);
             }
         }
-        println!("{name:>28}: forward {:7.1} ms, forward+backward {:7.1} ms", median(fwd), median(fb));
+        println!(
+            "{name:>28}: forward {:7.1} ms, forward+backward {:7.1} ms",
+            median(fwd),
+            median(fb)
+        );
     }
     Ok(())
 }

@@ -33,20 +33,40 @@ pub fn run<B: Backend>(args: &InferArgs, device: &B::Device) -> Result<()> {
         .with_context(|| format!("loading checkpoint {}", args.checkpoint.display()))?;
     let input = Checkpoint::open(&args.input)?;
     if !input.keys().iter().any(|k| k == "pixel_values") {
-        bail!("{}: no tensor `pixel_values` (found: {})", args.input.display(), input.keys().join(", "));
+        bail!(
+            "{}: no tensor `pixel_values` (found: {})",
+            args.input.display(),
+            input.keys().join(", ")
+        );
     }
     let (shape, data) = input.read_f32("pixel_values")?;
     if shape.len() != 4 {
-        bail!("{}: `pixel_values` has shape {shape:?}, expected [B, C, H, W]", args.input.display());
+        bail!(
+            "{}: `pixel_values` has shape {shape:?}, expected [B, C, H, W]",
+            args.input.display()
+        );
     }
     let x = Tensor::<B, 4>::from_data(TensorData::new(data, shape), device);
-    let out = model.forward(x).with_context(|| format!("running {}", args.checkpoint.display()))?;
+    let out = model
+        .forward(x)
+        .with_context(|| format!("running {}", args.checkpoint.display()))?;
     let mut tensors = BTreeMap::new();
     let mut put = |name: &str, dims: Vec<usize>, data: TensorData| {
-        tensors.insert(name.to_string(), (dims, data.convert::<f32>().to_vec::<f32>().expect("f32")));
+        tensors.insert(
+            name.to_string(),
+            (dims, data.convert::<f32>().to_vec::<f32>().expect("f32")),
+        );
     };
-    put("last_hidden_state", out.last_hidden_state.dims().to_vec(), out.last_hidden_state.into_data());
-    put("pooler_output", out.pooled.dims().to_vec(), out.pooled.into_data());
+    put(
+        "last_hidden_state",
+        out.last_hidden_state.dims().to_vec(),
+        out.last_hidden_state.into_data(),
+    );
+    put(
+        "pooler_output",
+        out.pooled.dims().to_vec(),
+        out.pooled.into_data(),
+    );
     if let Some(l) = out.logits {
         put("logits", l.dims().to_vec(), l.into_data());
     }

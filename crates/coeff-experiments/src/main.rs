@@ -71,9 +71,12 @@ fn main() -> Result<()> {
                 "Prop. 4.2 bound violated: see results.md"
             );
         }
-        Command::BenchMix { batch, heads, tokens, iters } => {
-            bench::run_mix::<backend::Train>(batch, heads, tokens, iters, &device)?
-        }
+        Command::BenchMix {
+            batch,
+            heads,
+            tokens,
+            iters,
+        } => bench::run_mix::<backend::Train>(batch, heads, tokens, iters, &device)?,
         Command::Infer(args) => infer::run::<backend::Inner>(&args, &device)?,
         Command::Fetch(args) => fetch::run::<backend::Inner>(&args, &cli.out, &device)?,
         Command::BenchAttention(args) => {
