@@ -354,12 +354,9 @@ pub fn run_mix<B: AutodiffBackend>(
         let mut fb = Vec::new();
         for it in 0..=iters {
             let t0 = Instant::now();
-            let _ = f(
-                maps.clone().inner_detached(),
-                coeffs.clone().inner_detached(),
-            )
-            .sum()
-            .into_data();
+            let _ = f(maps.clone().detach(), coeffs.clone().detach())
+                .sum()
+                .into_data();
             let a = t0.elapsed().as_secs_f64() * 1e3;
             let t0 = Instant::now();
             let m = maps.clone().detach().require_grad();
@@ -380,13 +377,4 @@ pub fn run_mix<B: AutodiffBackend>(
         );
     }
     Ok(())
-}
-
-trait InnerDetached<B: AutodiffBackend, const D: usize> {
-    fn inner_detached(self) -> Tensor<B, D>;
-}
-impl<B: AutodiffBackend, const D: usize> InnerDetached<B, D> for Tensor<B, D> {
-    fn inner_detached(self) -> Tensor<B, D> {
-        self.detach()
-    }
 }

@@ -18,7 +18,7 @@ use anyhow::Result;
 use burn::module::{AutodiffModule, Param};
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{ElementConversion, Tensor, TensorData};
 use coeff_tuning::{
     inject, AttentionInput, CoeffSpec, MultiHeadAttention, MultiHeadAttentionConfig, PeftConfig,
 };
@@ -259,7 +259,7 @@ fn train<B: AutodiffBackend>(
         let y = layer.forward(AttentionInput::self_attn(x.clone())).context;
         let loss = (y - target.clone()).powi_scalar(2).mean();
         if step % 10 == 0 {
-            let l: f64 = loss.clone().into_scalar().elem_f64();
+            let l: f64 = loss.clone().into_scalar().elem::<f64>();
             curve.push(l);
             bar.set_message(format!("{l:.5}"));
         }
@@ -383,17 +383,7 @@ fn points<B: Backend>(t: Tensor<B, 3>) -> Vec<P2> {
 }
 
 fn mse<B: Backend>(a: Tensor<B, 3>, b: Tensor<B, 3>) -> f64 {
-    use burn::tensor::ElementConversion;
     (a - b).powi_scalar(2).mean().into_scalar().elem::<f64>()
-}
-
-trait ElemF64 {
-    fn elem_f64(self) -> f64;
-}
-impl<E: burn::tensor::ElementConversion> ElemF64 for E {
-    fn elem_f64(self) -> f64 {
-        self.elem::<f64>()
-    }
 }
 
 fn markdown(s: &ToySummary) -> String {
