@@ -5,6 +5,9 @@ use std::path::PathBuf;
 /// Errors of reading and preparing datasets.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
+    /// Download, checksum or archive problem while fetching a dataset.
+    #[error(transparent)]
+    Asset(#[from] coeff_assets::AssetError),
     /// I/O on a path.
     #[error("{path}: {source}")]
     Io {

@@ -9,11 +9,13 @@
 //! - [`dataset`]: Fashion-MNIST (IDX), the classic `mnist.pkl.gz`, the animal-silhouette
 //!   pickles, and `ImageFolder` (`root/<class>/<image>.{png,jpg}`) with a choice between an
 //!   error and a counted skip for undecodable files;
+//! - [`fetch`]: the listed datasets fetched by the project (pinned versions, sha256, cache);
 //! - [`sampler`]: seeded k-shot sampling and a fixed, disjoint test set;
 //! - [`preprocess`]: resize, grey -> RGB, the checkpoint's normalisation, light augmentation.
 
 pub mod dataset;
 pub mod error;
+pub mod fetch;
 pub mod idx;
 pub mod pickle;
 pub mod preprocess;

