@@ -326,22 +326,12 @@ fn ring_graph(n: usize, rng: &mut Lcg) -> Vec<f64> {
 
 /// Prop. 4.2's region for a layer without coefficients: `sum_h conv{X[i] W_v^h W_o^h}`.
 fn value_bound<B: Backend>(layer: &MultiHeadAttention<B>, x: &[P2]) -> Vec<P2> {
-    let wv: Vec<f32> = layer
-        .value
-        .base
-        .weight
-        .val()
-        .into_data()
-        .to_vec()
-        .expect("f32");
-    let wo: Vec<f32> = layer
-        .output
-        .base
-        .weight
-        .val()
-        .into_data()
-        .to_vec()
-        .expect("f32");
+    let values =
+        |w: &Param<Tensor<B, 2>>| -> Vec<f32> { w.val().into_data().to_vec().expect("f32") };
+    let (wv, wo) = (
+        values(&layer.value.base.weight),
+        values(&layer.output.base.weight),
+    );
     let inner = layer.n_heads * HEAD_DIM;
     let sets: Vec<Vec<P2>> = (0..layer.n_heads)
         .map(|h| {
