@@ -1,7 +1,8 @@
 //! `cargo xtask`: a thin driver that builds and runs the experiments with the chosen backend.
 //!
 //! ```text
-//! cargo xtask experiment                       # the main job: the toy experiment on the CPU default
+//! cargo xtask experiment                       # the main job: few-shot ViT sweep on the CPU default
+//! cargo xtask experiment fewshot --backend cuda -- --preset full
 //! cargo xtask experiment toy --backend flex --out runs/toy-flex
 //! cargo xtask experiment bench-attention --backend cuda -- --width 768 --heads 12
 //! cargo xtask bench --backends flex,ndarray    # compare backends on the toy and an attention stack
@@ -30,7 +31,7 @@ enum Task {
     /// Run one of the paper's experiments (release build, chosen backend).
     Experiment {
         /// Which experiment.
-        #[arg(value_enum, default_value_t = Experiment::Toy)]
+        #[arg(value_enum, default_value_t = Experiment::Fewshot)]
         name: Experiment,
         /// Backend to build the experiment program with.
         #[arg(long, value_enum, default_value_t = DEFAULT_BACKEND)]
@@ -85,6 +86,9 @@ enum Task {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Experiment {
+    /// Few-shot image classification on real pretrained ViTs and real datasets (the paper's
+    /// ViT table at CPU scale; `-- --preset full` for a GPU).
+    Fewshot,
     /// The toy graph of the paper's Fig. 3.
     Toy,
     /// Step time of an attention stack with and without Coeff-Tuning.
@@ -126,6 +130,7 @@ impl std::fmt::Display for Backend {
 impl Experiment {
     fn command(self) -> &'static str {
         match self {
+            Experiment::Fewshot => "fewshot",
             Experiment::Toy => "toy",
             Experiment::BenchAttention => "bench-attention",
         }

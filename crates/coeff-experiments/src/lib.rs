@@ -2,6 +2,7 @@
 //! experiment`) drives. Each experiment writes `summary.json`, `results.md` and PNG plots.
 //!
 //! - [`toy`]: Fig. 3, the toy graph (convex hull, Prop. 4.2).
+//! - [`fewshot`]: the paper's few-shot ViT table on real pretrained weights and real data.
 //! - [`bench`]: step time of an attention stack with/without Coeff-Tuning.
 //! - [`fetch`]: download, convert and verify the real pretrained ViTs.
 //! - [`infer`]: run a ViT checkpoint on a `pixel_values` file.
@@ -11,6 +12,7 @@
 pub mod backend;
 pub mod bench;
 pub mod fetch;
+pub mod fewshot;
 pub mod geometry;
 pub mod infer;
 pub mod plot;

@@ -4,7 +4,7 @@
 //! a release build. Each experiment writes `summary.json`, `results.md` and PNG plots into
 //! `--out`.
 
-use coeff_experiments::{backend, bench, fetch, infer, toy};
+use coeff_experiments::{backend, bench, fetch, fewshot, infer, toy};
 
 use std::path::PathBuf;
 
@@ -28,6 +28,9 @@ struct Cli {
 enum Command {
     /// The toy graph experiment of the paper's Fig. 3.
     Toy(toy::ToyArgs),
+    /// Few-shot image classification: linear probe, full fine-tuning, LoRA, DoRA, Coeff and
+    /// their combinations on a real pretrained ViT and real datasets.
+    Fewshot(fewshot::FewShotArgs),
     /// Time an attention stack with and without Coeff-Tuning on this backend.
     BenchAttention(bench::BenchArgs),
     /// Download, convert and verify the real pretrained ViTs (CLIP ViT-B/16, DINOv2 ViT-S/14).
@@ -69,6 +72,16 @@ fn main() -> Result<()> {
             anyhow::ensure!(
                 summary.prop_4_2.holds,
                 "Prop. 4.2 bound violated: see results.md"
+            );
+        }
+        Command::Fewshot(args) => {
+            let t0 = std::time::Instant::now();
+            let summary = fewshot::run::<backend::Train>(&args, &cli.out, backend::NAME, &device)?;
+            println!("{}", summary.markdown());
+            println!(
+                "wrote {}/{{summary.json, results.md, accuracy_vs_shots.png, accuracy_vs_params.png}} in {:.1} s",
+                cli.out.display(),
+                t0.elapsed().as_secs_f64()
             );
         }
         Command::BenchMix {

@@ -198,6 +198,19 @@ impl Frame {
 
     /// Box, four ticks per axis with labels, title above, axis labels.
     pub fn draw_axes(&self, c: &mut Canvas, title: &str, x_label: &str, y_label: &str) {
+        self.draw_axes_with_x_ticks(c, title, x_label, y_label, None)
+    }
+
+    /// [`Frame::draw_axes`] with the x ticks given as `(data x, label)` (e.g. a log axis
+    /// drawn in transformed coordinates, labelled with the original values).
+    pub fn draw_axes_with_x_ticks(
+        &self,
+        c: &mut Canvas,
+        title: &str,
+        x_label: &str,
+        y_label: &str,
+        x_ticks: Option<&[(f64, String)]>,
+    ) {
         let (l, t, r, b) = (
             self.left,
             self.top,
@@ -212,19 +225,25 @@ impl Frame {
         ] {
             c.line(p, q, colors::BLACK, 1.0);
         }
-        for k in 0..=4 {
-            let f = k as f64 / 4.0;
-            let xv = self.x.0 + f * (self.x.1 - self.x.0);
-            let (px, _) = self.px(xv, self.y.0.max(1e-300));
+        let default_x: Vec<(f64, String)> = (0..=4)
+            .map(|k| {
+                let xv = self.x.0 + k as f64 / 4.0 * (self.x.1 - self.x.0);
+                (xv, fmt_tick(xv))
+            })
+            .collect();
+        for (xv, label) in x_ticks.unwrap_or(&default_x) {
+            let (px, _) = self.px(*xv, self.y.0.max(1e-300));
             c.line((px, b), (px, b + 4.0), colors::BLACK, 1.0);
-            let label = fmt_tick(xv);
             c.text(
-                px - Canvas::text_width(&label, 1) / 2.0,
+                px - Canvas::text_width(label, 1) / 2.0,
                 b + 7.0,
-                &label,
+                label,
                 colors::BLACK,
                 1,
             );
+        }
+        for k in 0..=4 {
+            let f = k as f64 / 4.0;
             let yv = if self.log_y {
                 10f64.powf(self.y.0.log10() + f * (self.y.1.log10() - self.y.0.log10()))
             } else {

@@ -39,6 +39,10 @@ pub enum PeftError {
     /// A config value is out of range.
     #[error("invalid adapter config: {0}")]
     InvalidConfig(String),
+    /// Training cannot go on: a non-finite gradient, a trainable parameter without a
+    /// gradient, or an optimizer state that does not fit the model.
+    #[error("training: {0}")]
+    Training(String),
     /// An adapter is injected twice into the same layer.
     #[error(
         "module `{0}` already carries an adapter; unload or merge it before injecting another"

@@ -10,6 +10,7 @@
 //!
 //! - [`attention`]: [`MultiHeadAttention`] (self/cross, masks, chunked long-sequence path) and
 //!   the [`Coeff`] operator.
+//! - [`train`]: AdamW with path-keyed (resumable) state, global-norm clipping, warm-up + cosine.
 //! - [`peft`]: [`PeftLinear`] with LoRA / DoRA, choosing layers by module-path pattern
 //!   ([`inject`]), freezing, parameter reports, merging, adapter files.
 //!
@@ -25,6 +26,7 @@ pub mod attention;
 pub mod error;
 pub mod io;
 pub mod peft;
+pub mod train;
 
 pub use attention::{
     AttentionInput, AttentionOutput, Coeff, CoeffConfig, MultiHeadAttention,

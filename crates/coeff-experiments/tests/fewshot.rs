@@ -1,0 +1,354 @@
+//! The few-shot trainer on a tiny ViT and tiny synthetic images: exact resume after an
+//! interruption, a stop on a non-finite loss that keeps the last good checkpoint, parameter
+//! counts per method, and the config file / flag precedence.
+//!
+//! The real sweep (pretrained DINOv2 / CLIP, real datasets) is `cargo xtask experiment
+//! fewshot`; these tests check the machinery it relies on.
+
+use std::path::Path;
+
+use burn::tensor::backend::Backend;
+use coeff_data::{Image, Preprocess};
+use coeff_experiments::backend::{self, Train};
+use coeff_experiments::fewshot::config::{FewShotConfig, FsMethod, PeftMethod, Recipe};
+use coeff_experiments::fewshot::train::{
+    checkpoint_path, train_run, Control, Inputs, Outcome, RunSpec, Split,
+};
+use coeff_experiments::fewshot::{build, config, summary, FewShotArgs, Preset};
+use coeff_tuning::ParamReport;
+use coeff_vit::{Activation, Family, VisionTransformer, VitConfig};
+use indicatif::ProgressBar;
+
+fn tiny_vit(device: &burn::tensor::Device<Train>) -> VisionTransformer<Train> {
+    Train::seed(device, 11);
+    VitConfig {
+        family: Family::Dinov2,
+        hidden_size: 16,
+        num_layers: 2,
+        num_heads: 4,
+        intermediate_size: 32,
+        patch_size: 4,
+        num_channels: 3,
+        image_size: [8, 8],
+        layer_norm_eps: 1e-6,
+        activation: Activation::Gelu,
+        qkv_bias: true,
+        layer_scale: true,
+        num_labels: None,
+        projection_dim: None,
+        hf_pooler: false,
+    }
+    .init(device)
+}
+
+/// Three classes of 8x8 grey images: a bright quadrant whose position is the class, plus a
+/// per-image offset so the images differ.
+fn tiny_split(n_per_class: usize) -> Split {
+    let mut images = Vec::new();
+    let mut labels = Vec::new();
+    for class in 0..3 {
+        for k in 0..n_per_class {
+            let mut pixels = vec![0.1 + 0.05 * k as f32; 64];
+            for y in 0..4 {
+                for x in 0..4 {
+                    let (oy, ox) = [(0, 0), (0, 4), (4, 0)][class];
+                    pixels[(oy + y) * 8 + ox + x] = 0.9;
+                }
+            }
+            images.push(Image {
+                channels: 1,
+                height: 8,
+                width: 8,
+                pixels,
+            });
+            labels.push(class);
+        }
+    }
+    Split {
+        inputs: Inputs::Pixels {
+            images,
+            preprocess: Preprocess::imagenet(8),
+        },
+        labels,
+    }
+}
+
+fn tiny_config() -> FewShotConfig {
+    FewShotConfig {
+        resolution: 8,
+        datasets: vec!["tiny".into()],
+        shots: vec![3],
+        methods: vec![FsMethod::Peft(PeftMethod::LoraCoeff)],
+        seeds: vec![7],
+        test_per_class: 2,
+        recipe: Recipe {
+            epochs: 4,
+            warmup_epochs: 1,
+            batch_size: 4,
+            lr: 1e-2,
+            lora_rank: 2,
+            ..Recipe::default()
+        },
+        checkpoint_secs: 1e9,
+        ..config::preset(Preset::Default)
+    }
+}
+
+fn spec(method: FsMethod) -> RunSpec {
+    RunSpec {
+        dataset: "tiny".into(),
+        shots: 3,
+        method,
+        seed: 7,
+    }
+}
+
+/// Training re-seeds the backend's global generator every step; tests that train must not
+/// interleave (the experiment binary trains one run at a time).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Train the tiny model; `stop_after` interrupts, then a fresh model resumes.
+fn run(
+    cfg: &FewShotConfig,
+    method: FsMethod,
+    dir: &Path,
+    stop_after: Option<usize>,
+) -> anyhow::Result<Outcome> {
+    let device = backend::device();
+    let s = spec(method);
+    let (model, prefixes) = build(cfg, &s, tiny_vit(&device), 3, &device)?;
+    let bar = ProgressBar::hidden();
+    train_run(
+        &s,
+        cfg,
+        "test-fingerprint",
+        model,
+        &prefixes,
+        (0, 0, 0),
+        &tiny_split(3),
+        &tiny_split(2),
+        dir,
+        Control {
+            stop_after,
+            bar: &bar,
+        },
+        &device,
+    )
+}
+
+fn trained_params(dir: &Path) -> Vec<(String, Vec<f32>)> {
+    let bytes = std::fs::read(checkpoint_path(dir)).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut v: Vec<(String, Vec<f32>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(k, view)| (k, coeff_tuning::io::view_to_f32(&view).unwrap()))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+#[test]
+fn an_interrupted_run_resumes_to_the_same_result() {
+    let _serial = serial();
+    let cfg = tiny_config();
+    let method = FsMethod::Peft(PeftMethod::LoraCoeff);
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("straight"), tmp.path().join("interrupted"));
+
+    let Outcome::Done(straight) = run(&cfg, method, &a, None).unwrap() else {
+        panic!("no stop requested")
+    };
+    assert_eq!(
+        straight.steps, 12,
+        "3 classes x 3 shots, batch 4 -> 3 steps x 4 epochs"
+    );
+    // Interrupt twice at odd places (mid-epoch, then at an epoch boundary) and resume.
+    assert!(matches!(
+        run(&cfg, method, &b, Some(5)).unwrap(),
+        Outcome::Stopped { step: 5 }
+    ));
+    assert!(matches!(
+        run(&cfg, method, &b, Some(9)).unwrap(),
+        Outcome::Stopped { step: 9 }
+    ));
+    let Outcome::Done(resumed) = run(&cfg, method, &b, None).unwrap() else {
+        panic!("no stop requested")
+    };
+    assert_eq!(resumed.resumed_from, Some(9));
+    assert_eq!(straight.accuracy, resumed.accuracy);
+    assert_eq!(straight.final_loss, resumed.final_loss);
+    // Parameters and optimizer moments are bit-identical.
+    let (pa, pb) = (trained_params(&a), trained_params(&b));
+    assert_eq!(pa.len(), pb.len());
+    assert!(pa.iter().any(|(k, _)| k.ends_with("coeff.alpha")));
+    for ((ka, va), (kb, vb)) in pa.iter().zip(&pb) {
+        assert_eq!(ka, kb);
+        assert_eq!(va, vb, "{ka} differs after resume");
+    }
+    // The coefficients moved away from zero (the test would pass vacuously otherwise).
+    let alpha = &pa
+        .iter()
+        .find(|(k, _)| k.ends_with("coeff.alpha"))
+        .unwrap()
+        .1;
+    assert!(alpha.iter().any(|v| v.abs() > 1e-4), "{alpha:?}");
+}
+
+#[test]
+fn a_checkpoint_from_other_settings_is_refused() {
+    let _serial = serial();
+    let cfg = tiny_config();
+    let method = FsMethod::Peft(PeftMethod::LoraCoeff);
+    let tmp = tempfile::tempdir().unwrap();
+    run(&cfg, method, tmp.path(), Some(2)).unwrap();
+    let device = backend::device();
+    let s = spec(method);
+    let (model, prefixes) = build(&cfg, &s, tiny_vit(&device), 3, &device).unwrap();
+    let bar = ProgressBar::hidden();
+    let err = train_run(
+        &s,
+        &cfg,
+        "another-fingerprint",
+        model,
+        &prefixes,
+        (0, 0, 0),
+        &tiny_split(3),
+        &tiny_split(2),
+        tmp.path(),
+        Control {
+            stop_after: None,
+            bar: &bar,
+        },
+        &device,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("other settings"), "{err}");
+    assert!(err.contains("checkpoint.safetensors"), "{err}");
+}
+
+#[test]
+fn a_diverging_run_stops_and_keeps_a_finite_checkpoint() {
+    let _serial = serial();
+    let mut cfg = tiny_config();
+    cfg.recipe.lr = 1e30;
+    cfg.recipe.full_lr = 1e30;
+    cfg.recipe.adamw.grad_clip = None;
+    cfg.checkpoint_secs = 0.0; // checkpoint after every good step
+    let tmp = tempfile::tempdir().unwrap();
+    let err = run(&cfg, FsMethod::Full, tmp.path(), None)
+        .unwrap_err()
+        .to_string();
+    eprintln!("{err}");
+    assert!(err.contains("stopped"), "{err}");
+    assert!(err.contains("last good checkpoint"), "{err}");
+    assert!(
+        err.contains("inf") || err.contains("NaN"),
+        "the message names the bad value: {err}"
+    );
+    let params = trained_params(tmp.path());
+    assert!(
+        !params.is_empty(),
+        "a checkpoint of an earlier step is kept"
+    );
+    for (k, v) in params {
+        assert!(v.iter().all(|x| x.is_finite()), "{k} is not finite");
+    }
+}
+
+#[test]
+fn trainable_parameters_per_method() {
+    let _serial = serial();
+    let cfg = tiny_config();
+    let device = backend::device();
+    let head = 16 * 3 + 3;
+    let total_backbone = ParamReport::of(&tiny_vit(&device), &[]).total;
+    let count = |m: FsMethod| {
+        let (model, prefixes) = build(&cfg, &spec(m), tiny_vit(&device), 3, &device).unwrap();
+        ParamReport::of(&model, &prefixes)
+    };
+    assert_eq!(count(FsMethod::Linear).trainable, head);
+    assert_eq!(count(FsMethod::Full).trainable, total_backbone + head);
+    // 2 layers x 4 x 4 coefficients.
+    assert_eq!(
+        count(FsMethod::Peft(PeftMethod::Coeff)).trainable,
+        head + 32
+    );
+    // rank 2 on query and value: 2 layers x 2 x (16*2 + 2*16).
+    let lora = count(FsMethod::Peft(PeftMethod::Lora)).trainable;
+    assert_eq!(lora, head + 2 * 2 * 64);
+    assert_eq!(
+        count(FsMethod::Peft(PeftMethod::LoraCoeff)).trainable,
+        lora + 32
+    );
+    // DoRA adds a magnitude per output feature.
+    assert_eq!(
+        count(FsMethod::Peft(PeftMethod::Dora)).trainable,
+        lora + 2 * 2 * 16
+    );
+}
+
+#[test]
+fn config_file_and_flags_override_the_preset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("sweep.toml");
+    std::fs::write(
+        &file,
+        "shots = [2, 8]\nmethods = [\"lora\", \"dora+coeff\"]\n[recipe]\nepochs = 7\n",
+    )
+    .unwrap();
+    let args = |extra: &[&str]| {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            a: FewShotArgs,
+        }
+        let mut v = vec!["x", "--config", file.to_str().unwrap()];
+        v.extend_from_slice(extra);
+        Cli::parse_from(v).a
+    };
+    let cfg = args(&["--seeds", "4,5"]).resolve().unwrap();
+    assert_eq!(cfg.shots, vec![2, 8]);
+    assert_eq!(
+        cfg.methods,
+        vec![
+            FsMethod::Peft(PeftMethod::Lora),
+            FsMethod::Peft(PeftMethod::DoraCoeff)
+        ]
+    );
+    assert_eq!(cfg.recipe.epochs, 7);
+    assert_eq!(cfg.seeds, vec![4, 5]);
+    // Untouched fields keep the preset's values.
+    let preset = config::preset(Preset::Default);
+    assert_eq!(cfg.recipe.lr, preset.recipe.lr);
+    assert_eq!(cfg.datasets, preset.datasets);
+    // A flag beats the file.
+    assert_eq!(args(&["--epochs", "3"]).resolve().unwrap().recipe.epochs, 3);
+
+    std::fs::write(&file, "[recipe]\nlearning_rate = 1.0\n").unwrap();
+    let err = format!("{:#}", args(&[]).resolve().unwrap_err());
+    assert!(err.contains("learning_rate"), "{err}");
+    assert!(err.contains("sweep.toml"), "{err}");
+
+    std::fs::write(&file, "resolution = 50\n").unwrap();
+    let err = format!("{:#}", args(&[]).resolve().unwrap_err());
+    assert!(err.contains("resolution 50") && err.contains("14"), "{err}");
+
+    std::fs::write(&file, "methods = [\"prompt\"]\n").unwrap();
+    let err = format!("{:#}", args(&[]).resolve().unwrap_err());
+    assert!(err.contains("unknown method `prompt`"), "{err}");
+}
+
+#[test]
+fn mean_and_sample_std() {
+    let (m, s) = summary::mean_std(&[0.5, 0.7]);
+    assert!((m - 0.6).abs() < 1e-12);
+    assert!((s - 0.141_421_356).abs() < 1e-8);
+    assert_eq!(summary::mean_std(&[0.4]), (0.4, 0.0));
+}
