@@ -198,8 +198,10 @@ struct RunState {
     fingerprint: String,
     /// Steps completed.
     step: usize,
-    /// Loss of every completed step.
-    losses: Vec<f64>,
+    /// Loss of every completed step (stored as the tensor `run.losses`: f32 values survive
+    /// the round trip exactly, JSON text does not promise that).
+    #[serde(skip)]
+    losses: Vec<f32>,
     /// Wall time of every completed step, ms (the first step of each process is warm-up).
     step_ms: Vec<f64>,
     warmup_steps: Vec<usize>,
@@ -373,7 +375,7 @@ pub fn train_run<B: AutodiffBackend>(
             first_in_process = false;
         }
         state.step += 1;
-        state.losses.push(loss_value);
+        state.losses.push(loss_value as f32);
         state.step_ms.push(ms);
         state.train_seconds = seconds_before + t_start.elapsed().as_secs_f64();
         if b == 0 {
@@ -419,7 +421,10 @@ pub fn train_run<B: AutodiffBackend>(
     } else {
         timed
     });
-    let last_epoch = &state.losses[state.losses.len().saturating_sub(per_epoch)..];
+    let last_epoch: Vec<f64> = state.losses[state.losses.len().saturating_sub(per_epoch)..]
+        .iter()
+        .map(|&v| v as f64)
+        .collect();
     let result = RunResult {
         spec: spec.clone(),
         accuracy: acc,
@@ -457,9 +462,15 @@ fn save_checkpoint<B: AutodiffBackend>(
     let moments = opt.state();
     let meta = serde_json::to_string(state)?;
     let steps = opt.steps().to_string();
+    let losses = [(
+        "run.losses".to_string(),
+        vec![state.losses.len()],
+        state.losses.clone(),
+    )];
     let tensors = params
         .iter()
         .map(|(k, s, v)| (format!("param.{k}"), s, v))
+        .chain(losses.iter().map(|(k, s, v)| (k.clone(), s, v)))
         .chain(moments.iter().map(|(k, s, v)| (format!("adamw.{k}"), s, v)))
         .collect::<Vec<_>>();
     let bytes = coeff_tuning::io::f32_safetensors(
@@ -489,7 +500,7 @@ fn load_checkpoint<B: AutodiffBackend>(
     let st = safetensors::SafeTensors::deserialize(&bytes)
         .with_context(|| format!("{}: not a safetensors file", path.display()))?;
     let meta = meta.metadata().clone().unwrap_or_default();
-    let state: RunState = meta
+    let mut state: RunState = meta
         .get("run_state")
         .ok_or_else(|| anyhow::anyhow!("{}: no `run_state` metadata", path.display()))
         .and_then(|s| {
@@ -526,11 +537,21 @@ fn load_checkpoint<B: AutodiffBackend>(
                 ),
             }
             params.insert(p.to_string(), (shape, data));
+        } else if name == "run.losses" {
+            state.losses = data;
         } else if let Some(k) = name.strip_prefix("adamw.") {
             moments.insert(k.to_string(), (shape, data));
         } else {
             bail!("{}: unexpected tensor `{name}`", path.display());
         }
+    }
+    if state.losses.len() != state.step {
+        bail!(
+            "{}: `run.losses` has {} entries for {} completed steps",
+            path.display(),
+            state.losses.len(),
+            state.step
+        );
     }
     if let Some(missing) = expected.keys().find(|k| !params.contains_key(*k)) {
         bail!("{}: no tensor `param.{missing}`", path.display());
