@@ -352,3 +352,41 @@ fn mean_and_sample_std() {
     assert!((s - 0.141_421_356).abs() < 1e-8);
     assert_eq!(summary::mean_std(&[0.4]), (0.4, 0.0));
 }
+
+#[test]
+fn dataset_errors_name_what_is_missing() {
+    use coeff_experiments::fewshot::data;
+    let tmp = tempfile::tempdir().unwrap();
+    let err = format!(
+        "{:#}",
+        data::load("mnist", Some(tmp.path()), tmp.path(), 5, &mut |_| {}).unwrap_err()
+    );
+    assert!(err.contains("mnist.pkl.gz"), "{err}");
+    let err = format!(
+        "{:#}",
+        data::load("cifar", Some(tmp.path()), tmp.path(), 5, &mut |_| {}).unwrap_err()
+    );
+    assert!(err.contains("unknown dataset `cifar`"), "{err}");
+    // An ImageFolder with too few images for the requested test set.
+    let class = tmp.path().join("imgs").join("cat");
+    std::fs::create_dir_all(&class).unwrap();
+    image_png(&class.join("a.png"));
+    let spec = format!("folder:{}", tmp.path().join("imgs").display());
+    let err = format!(
+        "{:#}",
+        data::load(&spec, None, tmp.path(), 5, &mut |_| {}).unwrap_err()
+    );
+    assert!(err.contains("cat"), "{err}");
+}
+
+/// A 4x4 grey PNG.
+fn image_png(path: &Path) {
+    let file = std::fs::File::create(path).unwrap();
+    let mut enc = png::Encoder::new(file, 4, 4);
+    enc.set_color(png::ColorType::Grayscale);
+    enc.set_depth(png::BitDepth::Eight);
+    enc.write_header()
+        .unwrap()
+        .write_image_data(&[128u8; 16])
+        .unwrap();
+}

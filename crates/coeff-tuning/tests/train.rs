@@ -85,7 +85,10 @@ fn clipping_scales_the_global_norm() {
     };
     let (_, v_clipped) = run(Some(1.0));
     let (_, v_free) = run(None);
-    assert!((v_clipped[0] as f64 - 0.001 * 0.36).abs() < 1e-9, "{v_clipped:?}");
+    assert!(
+        (v_clipped[0] as f64 - 0.001 * 0.36).abs() < 1e-9,
+        "{v_clipped:?}"
+    );
     assert!((v_free[0] as f64 - 0.001 * 9.0).abs() < 1e-7, "{v_free:?}");
 }
 
@@ -149,4 +152,21 @@ fn warmup_then_cosine() {
     assert!((s.lr(9) - 0.5).abs() < 1e-12);
     assert!(s.lr(13) < 0.03 && s.lr(13) > 0.0);
     assert_eq!(s.lr(14), 0.0);
+}
+
+#[test]
+fn learning_rate_per_path() {
+    let mut opt = AdamW::new(AdamWConfig {
+        weight_decay: 0.0,
+        grad_clip: None,
+        ..AdamWConfig::default()
+    });
+    let device = Default::default();
+    let m = model([1.0, 1.0, 1.0]);
+    let c = Tensor::<B, 1>::from_data(TensorData::from([1.0f32, 1.0, 1.0]), &device);
+    let grads = (m.w.val() * c).sum().backward();
+    let (m, _) = opt
+        .step_with(m, &grads, &|path| if path == "w" { 0.5 } else { 0.0 })
+        .unwrap();
+    assert_eq!(values(&m), vec![0.5, 0.5, 0.5]);
 }

@@ -174,6 +174,11 @@ pub struct Recipe {
     pub lora_targets: Vec<String>,
     /// Dropout on the Coeff-Tuning coefficients (paper: 0.2).
     pub coeff_dropout: f64,
+    /// Peak learning rate of the coefficients (`None`: `lr`, as in the paper's recipe).
+    /// With Adam a parameter moves at most about the sum of the learning rates, so a short
+    /// schedule leaves alpha near zero (the identity) unless this is raised.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coeff_lr: Option<f64>,
     /// Random flips and shifts of the training images.
     pub augment: bool,
 }
@@ -190,6 +195,7 @@ impl Default for Recipe {
             lora_rank: 8,
             lora_targets: vec!["query".into(), "value".into()],
             coeff_dropout: 0.2,
+            coeff_lr: None,
             augment: false,
         }
     }
@@ -313,6 +319,9 @@ pub struct FewShotArgs {
     /// Batch size.
     #[arg(long)]
     pub batch_size: Option<usize>,
+    /// Peak learning rate of the Coeff-Tuning coefficients (default: `--lr`).
+    #[arg(long)]
+    pub coeff_lr: Option<f64>,
     /// Directory with datasets the user already has (see `docs/fewshot.md` for the layout);
     /// default: fetch them into the cache.
     #[arg(long)]
@@ -363,6 +372,9 @@ impl FewShotArgs {
         }
         if let Some(b) = self.batch_size {
             cfg.recipe.batch_size = b;
+        }
+        if self.coeff_lr.is_some() {
+            cfg.recipe.coeff_lr = self.coeff_lr;
         }
         validate(&cfg)?;
         Ok(cfg)
@@ -430,7 +442,11 @@ pub fn validate(cfg: &FewShotConfig) -> Result<()> {
             r.epochs
         );
     }
-    for (field, lr) in [("recipe.lr", r.lr), ("recipe.full_lr", r.full_lr)] {
+    for (field, lr) in [
+        ("recipe.lr", r.lr),
+        ("recipe.full_lr", r.full_lr),
+        ("recipe.coeff_lr", r.coeff_lr.unwrap_or(r.lr)),
+    ] {
         if !(lr.is_finite() && lr > 0.0) {
             bail!("`{field}` must be a positive number, got {lr}");
         }

@@ -312,7 +312,7 @@ impl Summary {
              params = trainable parameters outside the classification head.{}\n\n{table}\n\
              Datasets: {}.\n\n\
              Recipe: AdamW (lr {:e}, full fine-tuning lr {:e}, weight decay {:e}, gradient clip {:?}), \
-             {} epochs with {} warm-up, cosine, batch {}; LoRA/DoRA rank {} on {:?}; Coeff dropout {}; \
+             {} epochs with {} warm-up, cosine, batch {}; LoRA/DoRA rank {} on {:?}; Coeff dropout {}{}; \
              augmentation {}.\n\n## Step time\n\n{time_table}\n\
              The linear probe trains the head on cached features, so its step time excludes the backbone.\n",
             cfg.backbone.name(),
@@ -335,6 +335,9 @@ impl Summary {
             r.lora_rank,
             r.lora_targets,
             r.coeff_dropout,
+            r.coeff_lr
+                .map(|c| format!(", Coeff lr {c:e}"))
+                .unwrap_or_default(),
             if r.augment { "on" } else { "off" },
         )
     }

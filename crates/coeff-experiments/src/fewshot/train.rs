@@ -364,8 +364,14 @@ pub fn train_run<B: AutodiffBackend>(
             return Err(stop(format!("the training loss is {loss_value}")));
         }
         let grads = loss.backward();
+        let lr = schedule.lr(step);
+        let coeff_lr = recipe.coeff_lr.map(|c| lr * c / base_lr);
+        let lr_of = |path: &str| match coeff_lr {
+            Some(c) if path.contains(".coeff.") => c,
+            _ => lr,
+        };
         let (m, _info) = opt
-            .step(model, &grads, schedule.lr(step))
+            .step_with(model, &grads, &lr_of)
             .map_err(|e| stop(e.to_string()))?;
         model = m;
         B::sync(device)?;

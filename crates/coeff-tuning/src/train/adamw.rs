@@ -95,6 +95,21 @@ impl<B: Backend> AdamW<B> {
         AB: AutodiffBackend<InnerBackend = B>,
         M: AutodiffModule<AB>,
     {
+        self.step_with(model, grads, &|_| lr)
+    }
+
+    /// [`AdamW::step`] with a learning rate per parameter path (parameter groups), e.g. a
+    /// larger one for `*.coeff.alpha`.
+    pub fn step_with<AB, M>(
+        &mut self,
+        model: M,
+        grads: &AB::Gradients,
+        lr: &dyn Fn(&str) -> f64,
+    ) -> Result<(M, StepInfo)>
+    where
+        AB: AutodiffBackend<InnerBackend = B>,
+        M: AutodiffModule<AB>,
+    {
         let mut norm = NormVisitor::<AB> {
             grads,
             sum: None,
@@ -251,7 +266,7 @@ impl<AB: AutodiffBackend> ModuleVisitor<AB> for NormVisitor<'_, AB> {
 struct UpdateMapper<'a, AB: AutodiffBackend> {
     grads: &'a AB::Gradients,
     opt: &'a mut AdamW<AB::InnerBackend>,
-    lr: f64,
+    lr: &'a dyn Fn(&str) -> f64,
     scale: f64,
     bias1: f64,
     bias2: f64,
@@ -275,6 +290,7 @@ impl<AB: AutodiffBackend> ModuleMapper<AB> for UpdateMapper<'_, AB> {
             return Param::from_mapped_value(id, tensor, mapper);
         };
         let path = self.stack.join(".");
+        let lr = (self.lr)(&path);
         let cfg = self.opt.config;
         let shape = tensor.shape();
         let n = shape.num_elements();
@@ -288,7 +304,7 @@ impl<AB: AutodiffBackend> ModuleMapper<AB> for UpdateMapper<'_, AB> {
         let v = v * cfg.beta2 + g.powi_scalar(2) * (1.0 - cfg.beta2);
         let m_hat = m.clone() / self.bias1;
         let v_hat = v.clone() / self.bias2;
-        let p = p * (1.0 - self.lr * cfg.weight_decay) - m_hat / (v_hat.sqrt() + cfg.eps) * self.lr;
+        let p = p * (1.0 - lr * cfg.weight_decay) - m_hat / (v_hat.sqrt() + cfg.eps) * lr;
         self.opt.moments.insert(path, (m, v));
         self.tensors += 1;
         // A fresh leaf: the previous step's graph is dropped.
