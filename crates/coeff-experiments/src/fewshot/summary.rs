@@ -359,7 +359,7 @@ impl Summary {
         let cfg = &self.config;
         let panels = cfg.datasets.len();
         let (pw, ph) = (340.0, 300.0);
-        let mut c = Canvas::new(60 + panels * 380, 420);
+        let mut c = Canvas::new((60 + panels * 380).max(560), 430);
         let xs: Vec<f64> = cfg.shots.iter().map(|&s| (s as f64).log2()).collect();
         let xr = plot::padded_range(xs.iter().copied(), 0.1);
         let yr = plot::padded_range(
@@ -387,7 +387,7 @@ impl Summary {
             frame.draw_axes_with_x_ticks(
                 &mut c,
                 d,
-                "shots per class",
+                "shots per class (mean +- std over seeds)",
                 "test accuracy %",
                 Some(&ticks),
             );
@@ -414,12 +414,12 @@ impl Summary {
             .into_iter()
             .map(|m| (m.name(), self.color(m)))
             .collect();
-        plot::legend(
-            &mut c,
-            70.0,
-            365.0 - 14.0 * (entries.len() as f64 - 4.0).max(0.0),
-            &entries,
-        );
+        // One row under the panels.
+        let mut x = 60.0;
+        for e in &entries {
+            plot::legend(&mut c, x, 405.0, std::slice::from_ref(e));
+            x += Canvas::text_width(e.0, 1) + 34.0;
+        }
         c.save_png(path)?;
         Ok(())
     }
