@@ -30,7 +30,7 @@ enum Command {
     Toy(toy::ToyArgs),
     /// Few-shot image classification: linear probe, full fine-tuning, LoRA, DoRA, Coeff and
     /// their combinations on a real pretrained ViT and real datasets.
-    Fewshot(fewshot::FewShotArgs),
+    Fewshot(Box<fewshot::FewShotArgs>),
     /// Time an attention stack with and without Coeff-Tuning on this backend.
     BenchAttention(bench::BenchArgs),
     /// Download, convert and verify the real pretrained ViTs (CLIP ViT-B/16, DINOv2 ViT-S/14).
