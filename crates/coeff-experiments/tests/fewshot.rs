@@ -120,7 +120,8 @@ fn run(
 ) -> anyhow::Result<Outcome> {
     let device = backend::device();
     let s = spec(method);
-    let (model, prefixes) = build(cfg, &s, tiny_vit(&device), 3, &device)?;
+    let built = build(cfg, &s, tiny_vit(&device), 3, &device)?;
+    let (model, prefixes) = (built.model, built.trainable);
     let bar = ProgressBar::hidden();
     train_run(
         &s,
@@ -135,6 +136,7 @@ fn run(
         Control {
             stop_after,
             bar: &bar,
+            on_trained: &mut |_| Ok(()),
         },
         &device,
     )
@@ -208,7 +210,8 @@ fn a_checkpoint_from_other_settings_is_refused() {
     run(&cfg, method, tmp.path(), Some(2)).unwrap();
     let device = backend::device();
     let s = spec(method);
-    let (model, prefixes) = build(&cfg, &s, tiny_vit(&device), 3, &device).unwrap();
+    let built = build(&cfg, &s, tiny_vit(&device), 3, &device).unwrap();
+    let (model, prefixes) = (built.model, built.trainable);
     let bar = ProgressBar::hidden();
     let err = train_run(
         &s,
@@ -223,6 +226,7 @@ fn a_checkpoint_from_other_settings_is_refused() {
         Control {
             stop_after: None,
             bar: &bar,
+            on_trained: &mut |_| Ok(()),
         },
         &device,
     )
@@ -269,8 +273,8 @@ fn trainable_parameters_per_method() {
     let head = 16 * 3 + 3;
     let total_backbone = ParamReport::of(&tiny_vit(&device), &[]).total;
     let count = |m: FsMethod| {
-        let (model, prefixes) = build(&cfg, &spec(m), tiny_vit(&device), 3, &device).unwrap();
-        ParamReport::of(&model, &prefixes)
+        let built = build(&cfg, &spec(m), tiny_vit(&device), 3, &device).unwrap();
+        ParamReport::of(&built.model, &built.trainable)
     };
     assert_eq!(count(FsMethod::Linear).trainable, head);
     assert_eq!(count(FsMethod::Full).trainable, total_backbone + head);
@@ -389,4 +393,57 @@ fn image_png(path: &Path) {
         .unwrap()
         .write_image_data(&[128u8; 16])
         .unwrap();
+}
+
+#[test]
+fn a_finished_run_saves_an_adapter_that_loads_back() {
+    use burn::module::AutodiffModule;
+    use coeff_experiments::fewshot::model::Classifier;
+    use coeff_experiments::fewshot::train::logits;
+    let _serial = serial();
+    let cfg = tiny_config();
+    let device = backend::device();
+    let s = spec(FsMethod::Peft(PeftMethod::DoraCoeff));
+    let built = build(&cfg, &s, tiny_vit(&device), 3, &device).unwrap();
+    let injected = built.injected.clone().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let adapter = tmp.path().join("adapter");
+    let split = tiny_split(2);
+    let idx: Vec<usize> = (0..split.len()).collect();
+    let mut expected = Vec::new();
+    let bar = ProgressBar::hidden();
+    train_run(
+        &s,
+        &cfg,
+        "fp",
+        built.model,
+        &built.trainable,
+        (0, 0, 0),
+        &tiny_split(3),
+        &split,
+        tmp.path(),
+        Control {
+            stop_after: None,
+            bar: &bar,
+            on_trained: &mut |m| {
+                coeff_tuning::save_adapter(m, &injected, &adapter)?;
+                let l = logits(&m.valid(), &split, &idx, None, &device);
+                expected = l.into_data().to_vec::<f32>().unwrap();
+                Ok(())
+            },
+        },
+        &device,
+    )
+    .unwrap();
+    // A fresh backbone + head from the same seed, then the adapter (which carries the head).
+    let fresh = Classifier::new(tiny_vit(&device).valid(), 3, 99);
+    let (loaded, _) = coeff_tuning::load_adapter(fresh, &adapter).unwrap();
+    let got = logits(&loaded, &split, &idx, None, &device)
+        .into_data()
+        .to_vec::<f32>()
+        .unwrap();
+    assert_eq!(got.len(), expected.len());
+    for (a, b) in got.iter().zip(&expected) {
+        assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+    }
 }

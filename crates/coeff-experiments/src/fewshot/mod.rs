@@ -28,7 +28,7 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Tensor;
 use coeff_data::Image;
 use coeff_tuning::peft::params::set_trainable;
-use coeff_tuning::{inject, ParamReport, PeftConfig};
+use coeff_tuning::{inject, save_adapter, Injected, ParamReport, PeftConfig};
 use coeff_vit::VisionTransformer;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -213,8 +213,20 @@ fn sweep<B: AutodiffBackend>(
                 pixels(ds.test.images.clone(), ds.test.labels.clone()),
             )
         };
-        let (model, prefixes) = build(cfg, &spec, backbone.clone(), classes, device)?;
+        let Built {
+            model,
+            trainable: prefixes,
+            injected,
+        } = build(cfg, &spec, backbone.clone(), classes, device)?;
         let params = ParamReport::of(&model, &prefixes);
+        let adapter_dir = dir.join("adapter");
+        let mut save = |trained: &Classifier<B>| -> Result<()> {
+            if let Some(inj) = &injected {
+                save_adapter(trained, inj, &adapter_dir)
+                    .with_context(|| format!("saving the adapter to {}", adapter_dir.display()))?;
+            }
+            Ok(())
+        };
         let head = model.head.weight.shape().num_elements() + classes;
         let t0 = Instant::now();
         let outcome = train::train_run(
@@ -230,6 +242,7 @@ fn sweep<B: AutodiffBackend>(
             Control {
                 stop_after: args.stop_after,
                 bar: &bar,
+                on_trained: &mut save,
             },
             device,
         )?;
@@ -279,24 +292,34 @@ fn say(multi: &MultiProgress, line: String) -> std::io::Result<()> {
     }
 }
 
-/// Backbone + fresh head with the method applied; returns the trainable path prefixes.
+/// What [`build`] made: the model, its trainable path prefixes, and for PEFT methods what
+/// `inject` did (needed to save the adapter).
+pub struct Built<B: AutodiffBackend> {
+    /// Backbone + head with the method applied.
+    pub model: Classifier<B>,
+    /// Trainable parameter path prefixes.
+    pub trainable: Vec<String>,
+    /// The adapter, for PEFT methods.
+    pub injected: Option<Injected>,
+}
+
+/// Backbone + fresh head with the method applied.
 pub fn build<B: AutodiffBackend>(
     cfg: &FewShotConfig,
     spec: &RunSpec,
     backbone: VisionTransformer<B>,
     classes: usize,
     device: &B::Device,
-) -> Result<(Classifier<B>, Vec<String>)> {
+) -> Result<Built<B>> {
     let model = Classifier::new(backbone, classes, spec.seed);
+    let frozen_except = |model: Classifier<B>, p: Vec<String>| Built {
+        model: set_trainable(model, &p),
+        trainable: p,
+        injected: None,
+    };
     Ok(match spec.method {
-        FsMethod::Linear => {
-            let p = vec!["head".to_string()];
-            (set_trainable(model, &p), p)
-        }
-        FsMethod::Full => {
-            let p = vec!["backbone".to_string(), "head".to_string()];
-            (set_trainable(model, &p), p)
-        }
+        FsMethod::Linear => frozen_except(model, vec!["head".into()]),
+        FsMethod::Full => frozen_except(model, vec!["backbone".into(), "head".into()]),
         FsMethod::Peft(m) => {
             let r = &cfg.recipe;
             let targets: Vec<&str> = r.lora_targets.iter().map(String::as_str).collect();
@@ -309,7 +332,11 @@ pub fn build<B: AutodiffBackend>(
             B::seed(device, spec.seed);
             let (model, injected) = inject(model, &pc)
                 .with_context(|| format!("applying {} to the backbone", m.method().name()))?;
-            (model, injected.trainable_prefixes())
+            Built {
+                model,
+                trainable: injected.trainable_prefixes(),
+                injected: Some(injected),
+            }
         }
     })
 }

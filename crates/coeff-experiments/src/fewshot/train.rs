@@ -221,11 +221,13 @@ pub enum Outcome {
 }
 
 /// Controls of one call.
-pub struct Control<'a> {
+pub struct Control<'a, B: Backend> {
     /// Stop (with a checkpoint) once this many steps are complete.
     pub stop_after: Option<usize>,
     /// Progress bar of this run.
     pub bar: &'a ProgressBar,
+    /// Called with the trained model before evaluation (e.g. to save the adapter).
+    pub on_trained: &'a mut dyn FnMut(&Classifier<B>) -> Result<()>,
 }
 
 /// The seed of the backend generator for `step` of a run seeded `seed`.
@@ -282,7 +284,7 @@ pub fn train_run<B: AutodiffBackend>(
     train: &Split,
     test: &Split,
     dir: &Path,
-    ctl: Control<'_>,
+    ctl: Control<'_, B>,
     device: &B::Device,
 ) -> Result<Outcome> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -410,6 +412,7 @@ pub fn train_run<B: AutodiffBackend>(
         }
     }
 
+    (ctl.on_trained)(&model)?;
     ctl.bar
         .set_message(format!("{} | evaluating", spec.label()));
     let inner = model.valid();
