@@ -16,7 +16,7 @@ use coeff_tuning::{
 use coeff_vit::{Activation, Family, VisionTransformer, VitConfig};
 use serde::Serialize;
 
-use crate::report::{self, Provenance};
+use crate::report::{self, median, Provenance};
 use crate::rng::Lcg;
 
 /// Which model to time.
@@ -185,11 +185,6 @@ where
         rows.push(row);
     }
     Ok(rows)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
 }
 
 /// Run the benchmark and write `summary.json` and `results.md`.

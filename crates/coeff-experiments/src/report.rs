@@ -71,3 +71,12 @@ pub fn markdown_table(header: &[&str], rows: &[Vec<String>]) -> String {
     }
     s
 }
+
+/// Median (the upper one for an even count); NaN for no values.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}

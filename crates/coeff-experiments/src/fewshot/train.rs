@@ -425,7 +425,7 @@ pub fn train_run<B: AutodiffBackend>(
         .filter(|(i, _)| !state.warmup_steps.contains(i))
         .map(|(_, &v)| v)
         .collect();
-    let step_ms = median(if timed.is_empty() {
+    let step_ms = crate::report::median(if timed.is_empty() {
         state.step_ms.clone()
     } else {
         timed
@@ -450,14 +450,6 @@ pub fn train_run<B: AutodiffBackend>(
     };
     crate::report::write_json(&result_path(dir), &result)?;
     Ok(Outcome::Done(result))
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 fn save_checkpoint<B: AutodiffBackend>(
