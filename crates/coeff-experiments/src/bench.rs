@@ -76,8 +76,8 @@ impl<B: Backend> Adaptable<B> for Stack<B> {
     fn visit_sites(
         &mut self,
         path: &str,
-        f: &mut dyn FnMut(&str, Site<'_, B>) -> coeff_tuning::Result<()>,
-    ) -> coeff_tuning::Result<()> {
+        f: &mut dyn FnMut(&str, Site<'_, B>) -> coeff_tuning::PeftResult<()>,
+    ) -> coeff_tuning::PeftResult<()> {
         self.layers.visit_sites(&join(path, "layers"), f)
     }
 }

@@ -39,6 +39,20 @@ pub enum PeftError {
     /// A config value is out of range.
     #[error("invalid adapter config: {0}")]
     InvalidConfig(String),
+    /// A model's `Adaptable::visit_sites` reported a path that is not a module path of the
+    /// model (a typo in the model crate): adapting it would leave the real layer untouched.
+    #[error(
+        "the model reports a {kind} layer at `{path}`, but it has no parameter `{witness}`: \
+         the path given to `visit_sites` does not match the module's field names"
+    )]
+    BadSitePath {
+        /// The reported path.
+        path: String,
+        /// The site kind (`linear`, `conv2d`, `attention`).
+        kind: &'static str,
+        /// The parameter such a layer must have.
+        witness: String,
+    },
     /// Training cannot go on: a non-finite gradient, a trainable parameter without a
     /// gradient, or an optimizer state that does not fit the model.
     #[error("training: {0}")]
@@ -100,6 +114,14 @@ pub enum PeftError {
         /// What is wrong with it.
         message: String,
     },
+    /// A training checkpoint that cannot be resumed from.
+    #[error("training checkpoint {path}: {message}")]
+    RunCheckpoint {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
     /// An I/O error with the path it happened on.
     #[error("{path}: {source}")]
     Io {
@@ -122,3 +144,6 @@ pub enum PeftError {
 
 /// Result alias of this crate.
 pub type Result<T> = std::result::Result<T, PeftError>;
+
+/// [`Result`] under a name that does not shadow `std::result::Result` in `use coeff_tuning::*`.
+pub type PeftResult<T> = Result<T>;

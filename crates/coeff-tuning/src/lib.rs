@@ -22,18 +22,22 @@
 //! let (model, _) = load_adapter(base_model, "my-adapter")?;
 //! ```
 
+pub mod adapters;
 pub mod attention;
 pub mod error;
 pub mod io;
+pub mod nn;
+pub mod params;
 pub mod peft;
 pub mod train;
 
+pub use adapters::{LoraConfig, PeftConv2d, PeftLinear};
 pub use attention::{
     AttentionInput, AttentionOutput, Coeff, CoeffConfig, MultiHeadAttention,
     MultiHeadAttentionConfig,
 };
-pub use error::{PeftError, Result};
+pub use error::{PeftError, PeftResult};
 pub use peft::{
     inject, load_adapter, merge_adapters, save_adapter, set_adapters_enabled, unmerge_adapters,
-    Adaptable, CoeffSpec, Injected, LoraConfig, Method, ParamReport, PeftConfig, PeftLinear, Site,
+    Adaptable, CoeffSpec, Injected, Method, ParamReport, PeftConfig, Site, SiteKind,
 };

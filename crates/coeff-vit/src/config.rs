@@ -27,32 +27,12 @@ pub enum Family {
     Timm,
 }
 
-/// MLP activation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Activation {
-    /// Exact (erf) GELU.
-    Gelu,
-    /// `x * sigmoid(1.702 x)` (OpenAI CLIP).
-    QuickGelu,
-    /// tanh-approximated GELU.
-    GeluTanh,
-}
+/// MLP activation: the core crate's, shared by every model crate.
+pub use coeff_tuning::nn::Activation;
 
-impl Activation {
-    fn parse(name: &str, path: &Path) -> Result<Self> {
-        Ok(match name {
-            "gelu" => Activation::Gelu,
-            "quick_gelu" => Activation::QuickGelu,
-            "gelu_new" | "gelu_pytorch_tanh" | "gelu_tanh" => Activation::GeluTanh,
-            other => {
-                return Err(config_err(
-                    path,
-                    format!("hidden_act `{other}` is not supported (gelu, quick_gelu, gelu_new, gelu_pytorch_tanh)"),
-                ))
-            }
-        })
-    }
+fn parse_activation(name: &str, path: &Path) -> Result<Activation> {
+    Activation::from_hf_name(name)
+        .map_err(|message| config_err(path, format!("hidden_act: {message}")))
 }
 
 /// Everything needed to build a vision transformer.
@@ -212,7 +192,7 @@ impl VitConfig {
                 .get("layer_norm_eps")
                 .and_then(Value::as_f64)
                 .unwrap_or(default_eps),
-            activation: Activation::parse(
+            activation: parse_activation(
                 c.get("hidden_act")
                     .and_then(Value::as_str)
                     .unwrap_or(default_act),

@@ -29,4 +29,4 @@ pub mod pretrained;
 pub use config::{Activation, Family, VitConfig};
 pub use error::{Result, VitError};
 pub use loader::{load_pretrained, load_weights, Checkpoint};
-pub use model::{Block, Mlp, VisionTransformer, VitOutput};
+pub use model::{VisionTransformer, VitOutput};

@@ -19,75 +19,14 @@
 use burn::module::{Module, Param, ParamId};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::activation::{gelu, gelu_approximate, sigmoid};
 use burn::tensor::{backend::Backend, Distribution, Tensor};
+use coeff_tuning::nn::{BlockInput, TransformerBlock, TransformerBlockConfig};
 use coeff_tuning::peft::{join, params::materialize};
-use coeff_tuning::{
-    Adaptable, AttentionInput, MultiHeadAttention, MultiHeadAttentionConfig, PeftLinear, Site,
-};
+use coeff_tuning::{Adaptable, PeftLinear, Site};
 
-use crate::config::{Activation, Family, VitConfig};
+use crate::config::{Family, VitConfig};
 use crate::error::{Result, VitError};
 use crate::interpolate::{resize_grid, Resize};
-
-/// The two-layer MLP of a block.
-#[derive(Module, Debug)]
-pub struct Mlp<B: Backend> {
-    /// `[D] -> [intermediate]`
-    pub fc1: PeftLinear<B>,
-    /// `[intermediate] -> [D]`
-    pub fc2: PeftLinear<B>,
-    /// Activation between them.
-    #[module(skip)]
-    pub activation: Activation,
-}
-
-impl<B: Backend> Mlp<B> {
-    /// `x: [B, T, D] -> [B, T, D]`
-    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let h = self.fc1.forward(x);
-        let h = match self.activation {
-            Activation::Gelu => gelu(h),
-            Activation::GeluTanh => gelu_approximate(h),
-            Activation::QuickGelu => h.clone() * sigmoid(h * 1.702),
-        };
-        self.fc2.forward(h)
-    }
-}
-
-/// One pre-norm transformer block.
-#[derive(Module, Debug)]
-pub struct Block<B: Backend> {
-    /// Norm before attention.
-    pub norm1: LayerNorm<B>,
-    /// Self-attention.
-    pub attn: MultiHeadAttention<B>,
-    /// Layer-scale after attention, `[D]`.
-    pub ls1: Option<Param<Tensor<B, 1>>>,
-    /// Norm before the MLP.
-    pub norm2: LayerNorm<B>,
-    /// MLP.
-    pub mlp: Mlp<B>,
-    /// Layer-scale after the MLP, `[D]`.
-    pub ls2: Option<Param<Tensor<B, 1>>>,
-}
-
-impl<B: Backend> Block<B> {
-    /// `x: [B, T, D] -> [B, T, D]`
-    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let scale = |t: Tensor<B, 3>, ls: &Option<Param<Tensor<B, 1>>>| match ls {
-            Some(g) => t * g.val().unsqueeze::<3>(),
-            None => t,
-        };
-        let a = self
-            .attn
-            .forward(AttentionInput::self_attn(self.norm1.forward(x.clone())))
-            .context;
-        let x = x + scale(a, &self.ls1);
-        let m = self.mlp.forward(self.norm2.forward(x.clone()));
-        x + scale(m, &self.ls2)
-    }
-}
 
 /// Outputs of [`VisionTransformer::forward`], named as the reference libraries name them.
 #[derive(Debug, Clone)]
@@ -114,8 +53,8 @@ pub struct VisionTransformer<B: Backend> {
     pub pos_embed: Param<Tensor<B, 3>>,
     /// CLIP's `pre_layrnorm`.
     pub pre_norm: Option<LayerNorm<B>>,
-    /// The blocks.
-    pub layers: Vec<Block<B>>,
+    /// The blocks (pre-norm; the core crate's shared block).
+    pub layers: Vec<TransformerBlock<B>>,
     /// Final norm over the whole sequence (not CLIP).
     pub norm: Option<LayerNorm<B>>,
     /// CLIP's `post_layernorm` on the class token.
@@ -141,26 +80,12 @@ impl VitConfig {
                 .init(device)
         };
         let lin = |i: usize, o: usize| PeftLinear::new(&LinearConfig::new(i, o), device);
-        let ls = || {
-            self.layer_scale
-                .then(|| Param::initialized(ParamId::new(), Tensor::ones([d], device)))
-        };
-        let layers = (0..self.num_layers)
-            .map(|_| Block {
-                norm1: ln(),
-                attn: MultiHeadAttentionConfig::new(d, self.num_heads)
-                    .with_qkv_bias(self.qkv_bias)
-                    .init(device),
-                ls1: ls(),
-                norm2: ln(),
-                mlp: Mlp {
-                    fc1: lin(d, self.intermediate_size),
-                    fc2: lin(self.intermediate_size, d),
-                    activation: self.activation,
-                },
-                ls2: ls(),
-            })
-            .collect();
+        let block =
+            TransformerBlockConfig::new(d, self.num_heads, self.intermediate_size, self.activation)
+                .with_layer_norm_eps(self.layer_norm_eps)
+                .with_qkv_bias(self.qkv_bias)
+                .with_layer_scale(self.layer_scale);
+        let layers = (0..self.num_layers).map(|_| block.init(device)).collect();
         let [rows, cols] = self.grid();
         let normal = |shape: [usize; 3]| {
             Param::initialized(
@@ -242,7 +167,7 @@ impl<B: Backend> VisionTransformer<B> {
             x = n.forward(x);
         }
         for block in &self.layers {
-            x = block.forward(x);
+            x = block.forward(BlockInput::new(x));
         }
         if let Some(n) = &self.norm {
             x = n.forward(x);
@@ -267,24 +192,12 @@ impl<B: Backend> VisionTransformer<B> {
     }
 }
 
-impl<B: Backend> Adaptable<B> for Block<B> {
-    fn visit_sites(
-        &mut self,
-        path: &str,
-        f: &mut dyn FnMut(&str, Site<'_, B>) -> coeff_tuning::Result<()>,
-    ) -> coeff_tuning::Result<()> {
-        self.attn.visit_sites(&join(path, "attn"), f)?;
-        self.mlp.fc1.visit_sites(&join(path, "mlp.fc1"), f)?;
-        self.mlp.fc2.visit_sites(&join(path, "mlp.fc2"), f)
-    }
-}
-
 impl<B: Backend> Adaptable<B> for VisionTransformer<B> {
     fn visit_sites(
         &mut self,
         path: &str,
-        f: &mut dyn FnMut(&str, Site<'_, B>) -> coeff_tuning::Result<()>,
-    ) -> coeff_tuning::Result<()> {
+        f: &mut dyn FnMut(&str, Site<'_, B>) -> coeff_tuning::PeftResult<()>,
+    ) -> coeff_tuning::PeftResult<()> {
         self.layers.visit_sites(&join(path, "layers"), f)?;
         if let Some(p) = self.pooler.as_mut() {
             p.visit_sites(&join(path, "pooler"), f)?;

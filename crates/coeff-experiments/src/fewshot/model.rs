@@ -63,8 +63,8 @@ impl<B: Backend> Adaptable<B> for Classifier<B> {
     fn visit_sites(
         &mut self,
         path: &str,
-        f: &mut dyn FnMut(&str, Site<'_, B>) -> coeff_tuning::Result<()>,
-    ) -> coeff_tuning::Result<()> {
+        f: &mut dyn FnMut(&str, Site<'_, B>) -> coeff_tuning::PeftResult<()>,
+    ) -> coeff_tuning::PeftResult<()> {
         self.backbone.visit_sites(&join(path, "backbone"), f)
     }
 }

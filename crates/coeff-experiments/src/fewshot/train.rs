@@ -7,9 +7,7 @@
 //! takes from `s` on. The checkpoint holds the trainable parameters, the AdamW moments and the
 //! run's bookkeeping in one safetensors file, written through a temporary file and a rename.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use burn::module::AutodiffModule;
@@ -17,8 +15,9 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use coeff_data::sampler::SplitMix;
 use coeff_data::{Image, Preprocess};
-use coeff_tuning::peft::params::{collect_params, param_shapes, replace_params};
-use coeff_tuning::train::{AdamW, WarmupCosine};
+use coeff_tuning::train::{
+    Finish, ParamGroup, Step, StepOutput, StepReport, Trainer, TrainerConfig, WarmupCosine,
+};
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 
@@ -192,22 +191,6 @@ pub fn accuracy<B: Backend>(
     correct as f64 / split.len().max(1) as f64
 }
 
-/// Bookkeeping stored in the checkpoint's metadata.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct RunState {
-    fingerprint: String,
-    /// Steps completed.
-    step: usize,
-    /// Loss of every completed step (stored as the tensor `run.losses`: f32 values survive
-    /// the round trip exactly, JSON text does not promise that).
-    #[serde(skip)]
-    losses: Vec<f32>,
-    /// Wall time of every completed step, ms (the first step of each process is warm-up).
-    step_ms: Vec<f64>,
-    warmup_steps: Vec<usize>,
-    train_seconds: f64,
-}
-
 /// How a call to [`train_run`] ended.
 #[derive(Debug)]
 pub enum Outcome {
@@ -228,11 +211,6 @@ pub struct Control<'a, B: Backend> {
     pub bar: &'a ProgressBar,
     /// Called with the trained model before evaluation (e.g. to save the adapter).
     pub on_trained: &'a mut dyn FnMut(&Classifier<B>) -> Result<()>,
-}
-
-/// The seed of the backend generator for `step` of a run seeded `seed`.
-fn step_seed(seed: u64, step: usize) -> u64 {
-    SplitMix::new(seed ^ 0x7374_6570_0000_0000 ^ step as u64).next_u64()
 }
 
 /// The order of the training examples in `epoch`.
@@ -278,7 +256,7 @@ pub fn train_run<B: AutodiffBackend>(
     spec: &RunSpec,
     cfg: &FewShotConfig,
     fingerprint: &str,
-    mut model: Classifier<B>,
+    model: Classifier<B>,
     trainable: &[String],
     report: (usize, usize, usize),
     train: &Split,
@@ -304,40 +282,60 @@ pub fn train_run<B: AutodiffBackend>(
         warmup_steps: recipe.warmup_epochs * per_epoch,
         total_steps: total,
     };
-    let mut opt = AdamW::<B::InnerBackend>::new(recipe.adamw);
-    let ckpt = checkpoint_path(dir);
-    let mut state = RunState {
-        fingerprint: fingerprint.to_string(),
-        ..RunState::default()
+    let groups = match recipe.coeff_lr {
+        // Coeff's alpha at its own peak rate, same schedule shape.
+        Some(c) => vec![ParamGroup {
+            patterns: vec!["coeff".into()],
+            lr: c,
+        }],
+        None => Vec::new(),
     };
-    let mut resumed_from = None;
-    if ckpt.exists() {
-        let (s, m) = load_checkpoint(&ckpt, fingerprint, model, trainable, &mut opt, device)?;
-        state = s;
-        model = m;
-        resumed_from = Some(state.step);
-    }
+    let config = TrainerConfig {
+        adamw: recipe.adamw,
+        schedule,
+        groups,
+        seed: spec.seed,
+        checkpoint_secs: cfg.checkpoint_secs,
+        stop_after: ctl.stop_after,
+    };
+    let mut trainer = Trainer::<B>::new(
+        config,
+        trainable.to_vec(),
+        checkpoint_path(dir),
+        fingerprint,
+    )?;
+    let model = trainer
+        .resume(model, device)
+        .with_context(|| spec.label())?;
+    let resumed_from = trainer.resumed_from();
     ctl.bar.set_length(total as u64);
-    ctl.bar.set_position(state.step as u64);
+    ctl.bar.set_position(trainer.state().step as u64);
     ctl.bar.reset_eta();
 
-    let mut last_save = Instant::now();
-    let t_start = Instant::now();
-    let seconds_before = state.train_seconds;
-    let mut first_in_process = true;
     let mut epoch_loss = (0.0, 0usize);
-    while state.step < total {
-        let step = state.step;
-        let epoch = step / per_epoch;
-        let b = step % per_epoch;
+    let mut on_step = |r: &StepReport| {
+        let step = r.completed - 1;
+        let (epoch, b) = (step / per_epoch, step % per_epoch);
+        if b == 0 {
+            epoch_loss = (0.0, 0);
+        }
+        epoch_loss = (epoch_loss.0 + r.loss, epoch_loss.1 + 1);
+        ctl.bar.set_position(r.completed as u64);
+        ctl.bar.set_message(format!(
+            "{} | epoch {}/{} loss {:.3} {}",
+            spec.label(),
+            epoch + 1,
+            recipe.epochs,
+            epoch_loss.0 / epoch_loss.1 as f64,
+            r.message
+        ));
+    };
+    let loss_fn = |model: &Classifier<B>, step: &Step| -> Result<StepOutput<B>> {
+        let (epoch, b) = (step.index / per_epoch, step.index % per_epoch);
         let order = epoch_order(n, spec.seed, epoch);
         let idx = &order[b * bs..((b + 1) * bs).min(n)];
-        let t0 = Instant::now();
-        B::seed(device, step_seed(spec.seed, step));
-        let mut aug = recipe
-            .augment
-            .then(|| SplitMix::new(step_seed(spec.seed, step)));
-        let out = logits(&model, train, idx, aug.as_mut(), device);
+        let mut aug = recipe.augment.then(|| SplitMix::new(step.seed));
+        let out = logits(model, train, idx, aug.as_mut(), device);
         let labels = train.labels::<B>(idx, device);
         let hits: i64 = out
             .clone()
@@ -352,65 +350,23 @@ pub fn train_run<B: AutodiffBackend>(
             .gather(1, labels.reshape([idx.len(), 1]))
             .mean()
             .neg();
-        let loss_value: f64 = loss.clone().into_scalar().elem();
-        let stop = |what: String| -> anyhow::Error {
-            anyhow::anyhow!(
-                "{}: {what} at step {} of {total}; stopped. The last good checkpoint ({}) is kept{}",
-                spec.label(),
-                step + 1,
-                ckpt.display(),
-                if ckpt.exists() { "" } else { " (none was written yet)" }
-            )
-        };
-        if !loss_value.is_finite() {
-            return Err(stop(format!("the training loss is {loss_value}")));
+        Ok(StepOutput {
+            loss,
+            message: format!("batch acc {:.2}", hits as f64 / idx.len() as f64),
+        })
+    };
+    let model = match trainer
+        .run(model, device, loss_fn, &mut on_step)
+        .with_context(|| spec.label())?
+    {
+        Finish::Done(m) => m,
+        Finish::Stopped(_) => {
+            return Ok(Outcome::Stopped {
+                step: trainer.state().step,
+            })
         }
-        let grads = loss.backward();
-        let lr = schedule.lr(step);
-        let coeff_lr = recipe.coeff_lr.map(|c| lr * c / base_lr);
-        let lr_of = |path: &str| match coeff_lr {
-            Some(c) if path.contains(".coeff.") => c,
-            _ => lr,
-        };
-        let (m, _info) = opt
-            .step_with(model, &grads, &lr_of)
-            .map_err(|e| stop(e.to_string()))?;
-        model = m;
-        B::sync(device)?;
-        let ms = t0.elapsed().as_secs_f64() * 1e3;
-        if first_in_process {
-            state.warmup_steps.push(step);
-            first_in_process = false;
-        }
-        state.step += 1;
-        state.losses.push(loss_value as f32);
-        state.step_ms.push(ms);
-        state.train_seconds = seconds_before + t_start.elapsed().as_secs_f64();
-        if b == 0 {
-            epoch_loss = (0.0, 0);
-        }
-        epoch_loss = (epoch_loss.0 + loss_value, epoch_loss.1 + 1);
-        ctl.bar.set_position(state.step as u64);
-        ctl.bar.set_message(format!(
-            "{} | epoch {}/{} loss {:.3} batch acc {:.2}",
-            spec.label(),
-            epoch + 1,
-            recipe.epochs,
-            epoch_loss.0 / epoch_loss.1 as f64,
-            hits as f64 / idx.len() as f64
-        ));
-        let stopping = ctl.stop_after.is_some_and(|k| state.step >= k) && state.step < total;
-        if state.step == total
-            || stopping
-            || last_save.elapsed().as_secs_f64() >= cfg.checkpoint_secs
-        {
-            save_checkpoint(&ckpt, &state, &model, trainable, &opt)?;
-            last_save = Instant::now();
-        }
-        if stopping {
-            return Ok(Outcome::Stopped { step: state.step });
-        }
-    }
+    };
+    let state = trainer.state();
 
     (ctl.on_trained)(&model)?;
     ctl.bar
@@ -418,18 +374,7 @@ pub fn train_run<B: AutodiffBackend>(
     let inner = model.valid();
     let acc = accuracy(&inner, test, 64, device);
     let (trainable_params, method_params, total_params) = report;
-    let timed: Vec<f64> = state
-        .step_ms
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !state.warmup_steps.contains(i))
-        .map(|(_, &v)| v)
-        .collect();
-    let step_ms = crate::report::median(if timed.is_empty() {
-        state.step_ms.clone()
-    } else {
-        timed
-    });
+    let step_ms = crate::report::median(state.timed_step_ms());
     let last_epoch: Vec<f64> = state.losses[state.losses.len().saturating_sub(per_epoch)..]
         .iter()
         .map(|&v| v as f64)
@@ -450,114 +395,4 @@ pub fn train_run<B: AutodiffBackend>(
     };
     crate::report::write_json(&result_path(dir), &result)?;
     Ok(Outcome::Done(result))
-}
-
-fn save_checkpoint<B: AutodiffBackend>(
-    path: &Path,
-    state: &RunState,
-    model: &Classifier<B>,
-    trainable: &[String],
-    opt: &AdamW<B::InnerBackend>,
-) -> Result<()> {
-    let params = collect_params(model, trainable);
-    let moments = opt.state();
-    let meta = serde_json::to_string(state)?;
-    let steps = opt.steps().to_string();
-    let losses = [(
-        "run.losses".to_string(),
-        vec![state.losses.len()],
-        state.losses.clone(),
-    )];
-    let tensors = params
-        .iter()
-        .map(|(k, s, v)| (format!("param.{k}"), s, v))
-        .chain(losses.iter().map(|(k, s, v)| (k.clone(), s, v)))
-        .chain(moments.iter().map(|(k, s, v)| (format!("adamw.{k}"), s, v)))
-        .collect::<Vec<_>>();
-    let bytes = coeff_tuning::io::f32_safetensors(
-        tensors
-            .iter()
-            .map(|(k, s, v)| (k.as_str(), s.as_slice(), v.as_slice())),
-        &[
-            ("run_state", meta.as_str()),
-            ("adamw_steps", steps.as_str()),
-        ],
-    )
-    .with_context(|| format!("serialising {}", path.display()))?;
-    crate::report::write_atomic(path, &bytes)
-}
-
-fn load_checkpoint<B: AutodiffBackend>(
-    path: &Path,
-    fingerprint: &str,
-    model: Classifier<B>,
-    trainable: &[String],
-    opt: &mut AdamW<B::InnerBackend>,
-    device: &B::Device,
-) -> Result<(RunState, Classifier<B>)> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
-        .with_context(|| format!("{}: not a safetensors file", path.display()))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes)
-        .with_context(|| format!("{}: not a safetensors file", path.display()))?;
-    let meta = meta.metadata().clone().unwrap_or_default();
-    let mut state: RunState = meta
-        .get("run_state")
-        .ok_or_else(|| anyhow::anyhow!("{}: no `run_state` metadata", path.display()))
-        .and_then(|s| {
-            serde_json::from_str(s)
-                .with_context(|| format!("{}: bad `run_state` metadata", path.display()))
-        })?;
-    if state.fingerprint != fingerprint {
-        bail!(
-            "{} was written with other settings than this sweep's; use another --out or delete it",
-            path.display()
-        );
-    }
-    let steps: usize = meta
-        .get("adamw_steps")
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("{}: no `adamw_steps` metadata", path.display()))?;
-    let expected = param_shapes(&model, trainable);
-    let mut params = BTreeMap::new();
-    let mut moments = BTreeMap::new();
-    for (name, view) in st.tensors() {
-        let data = coeff_tuning::io::view_to_f32(&view)
-            .ok_or_else(|| anyhow::anyhow!("{}: tensor `{name}` is not float", path.display()))?;
-        let shape = view.shape().to_vec();
-        if let Some(p) = name.strip_prefix("param.") {
-            match expected.get(p) {
-                Some(s) if *s == shape => {}
-                Some(s) => bail!(
-                    "{}: `{name}` has shape {shape:?}, the model expects {s:?}",
-                    path.display()
-                ),
-                None => bail!(
-                    "{}: `{name}` is not a trainable parameter of the model",
-                    path.display()
-                ),
-            }
-            params.insert(p.to_string(), (shape, data));
-        } else if name == "run.losses" {
-            state.losses = data;
-        } else if let Some(k) = name.strip_prefix("adamw.") {
-            moments.insert(k.to_string(), (shape, data));
-        } else {
-            bail!("{}: unexpected tensor `{name}`", path.display());
-        }
-    }
-    if state.losses.len() != state.step {
-        bail!(
-            "{}: `run.losses` has {} entries for {} completed steps",
-            path.display(),
-            state.losses.len(),
-            state.step
-        );
-    }
-    if let Some(missing) = expected.keys().find(|k| !params.contains_key(*k)) {
-        bail!("{}: no tensor `param.{missing}`", path.display());
-    }
-    opt.load_state(steps, moments, device)
-        .with_context(|| format!("{}", path.display()))?;
-    Ok((state, replace_params(model, &params)))
 }

@@ -24,7 +24,7 @@ use burn::tensor::{backend::Backend, Bool, Tensor};
 
 pub use coeff::{mix_heads, mix_heads_2d, Coeff, CoeffConfig};
 
-use crate::peft::PeftLinear;
+use crate::adapters::PeftLinear;
 
 /// Configuration of [`MultiHeadAttention`].
 #[derive(Config, Debug)]
@@ -205,7 +205,7 @@ pub struct AttentionOutput<B: Backend> {
 
 impl<B: Backend> MultiHeadAttention<B> {
     /// Attach zero-initialised Coeff-Tuning coefficients with the given dropout rate.
-    pub fn inject_coeff(&mut self, dropout: f64, path: &str) -> crate::Result<()> {
+    pub fn inject_coeff(&mut self, dropout: f64, path: &str) -> crate::error::Result<()> {
         if self.coeff.is_some() {
             return Err(crate::PeftError::AlreadyAdapted(path.to_string()));
         }

@@ -3,14 +3,15 @@
 //! adapter files.
 //!
 //! A model makes itself adaptable by implementing [`Adaptable`]: it lists its
-//! [`PeftLinear`] and [`MultiHeadAttention`] layers with their module paths. Everything else
-//! (selection by pattern, freezing, saving) works on those paths and on Burn's visitors.
+//! [`PeftLinear`], [`PeftConv2d`] and [`MultiHeadAttention`] layers with their module paths.
+//! Everything else (selection by pattern, freezing, saving) works on those paths and on Burn's
+//! visitors. [`inject`] checks the paths a model reports against its real parameters, so a
+//! misspelled path in a model's `visit_sites` is an error, not a silently frozen adapter.
 
 pub mod file;
-pub mod linear;
-pub mod lora;
-pub mod params;
 pub mod target;
+
+pub use crate::params;
 
 use std::collections::BTreeSet;
 
@@ -18,20 +19,73 @@ use burn::module::Module;
 use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 
+pub use crate::adapters::{LoraAdapter, LoraConfig, PeftConv2d, PeftLinear};
 pub use file::{load_adapter, save_adapter, ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE};
-pub use linear::PeftLinear;
-pub use lora::{LoraAdapter, LoraConfig};
 pub use params::ParamReport;
 
 use crate::attention::MultiHeadAttention;
 use crate::error::{PeftError, Result};
 
 /// One adaptable layer of a model, handed out by [`Adaptable::visit_sites`].
+///
+/// Non-exhaustive: a later release may add kinds, so code that matches on sites keeps a
+/// wildcard arm.
+#[non_exhaustive]
 pub enum Site<'a, B: Backend> {
     /// A linear layer: LoRA / DoRA attach here.
     Linear(&'a mut PeftLinear<B>),
+    /// A 2-D convolution: LoRA / DoRA attach here too (UNet `conv1`, `conv2`, `proj_in`, ...).
+    Conv2d(&'a mut PeftConv2d<B>),
     /// An attention layer: Coeff-Tuning attaches here.
     Attention(&'a mut MultiHeadAttention<B>),
+}
+
+/// What kind of layer a [`Site`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum SiteKind {
+    /// [`Site::Linear`]
+    Linear,
+    /// [`Site::Conv2d`]
+    Conv2d,
+    /// [`Site::Attention`]
+    Attention,
+}
+
+impl SiteKind {
+    /// Whether LoRA / DoRA (weight-space adapters) attach to this kind.
+    pub fn takes_lora(self) -> bool {
+        matches!(self, SiteKind::Linear | SiteKind::Conv2d)
+    }
+
+    /// A parameter every layer of this kind has, relative to its path: used to check that a
+    /// path a model reports is a real module path.
+    fn witness_param(self) -> &'static str {
+        match self {
+            SiteKind::Linear | SiteKind::Conv2d => "base.weight",
+            SiteKind::Attention => "query.base.weight",
+        }
+    }
+
+    /// Lower-case name for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            SiteKind::Linear => "linear",
+            SiteKind::Conv2d => "conv2d",
+            SiteKind::Attention => "attention",
+        }
+    }
+}
+
+impl<B: Backend> Site<'_, B> {
+    /// The kind of this site.
+    pub fn kind(&self) -> SiteKind {
+        match self {
+            Site::Linear(_) => SiteKind::Linear,
+            Site::Conv2d(_) => SiteKind::Conv2d,
+            Site::Attention(_) => SiteKind::Attention,
+        }
+    }
 }
 
 /// A model (or sub-module) whose linear and attention layers can be adapted.
@@ -64,6 +118,29 @@ impl<B: Backend> Adaptable<B> for PeftLinear<B> {
         f: &mut dyn FnMut(&str, Site<'_, B>) -> Result<()>,
     ) -> Result<()> {
         f(path, Site::Linear(self))
+    }
+}
+
+impl<B: Backend> Adaptable<B> for PeftConv2d<B> {
+    fn visit_sites(
+        &mut self,
+        path: &str,
+        f: &mut dyn FnMut(&str, Site<'_, B>) -> Result<()>,
+    ) -> Result<()> {
+        f(path, Site::Conv2d(self))
+    }
+}
+
+impl<B: Backend, M: Adaptable<B>> Adaptable<B> for Option<M> {
+    fn visit_sites(
+        &mut self,
+        path: &str,
+        f: &mut dyn FnMut(&str, Site<'_, B>) -> Result<()>,
+    ) -> Result<()> {
+        match self {
+            Some(m) => m.visit_sites(path, f),
+            None => Ok(()),
+        }
     }
 }
 
@@ -245,14 +322,25 @@ impl Injected {
 /// Attach the adapters `config` asks for, freeze everything else, and report.
 ///
 /// Errors: a pattern that matches nothing (listing what exists), a bad regex, an empty or
-/// invalid config, a layer already carrying an adapter.
+/// invalid config, a layer already carrying an adapter, a site path the model reports that is
+/// not one of its module paths (a bug in its [`Adaptable`] impl), and a trainable prefix that
+/// selects no parameter.
 pub fn inject<B: Backend, M: Adaptable<B>>(
     mut model: M,
     config: &PeftConfig,
 ) -> Result<(M, Injected)> {
     validate(config)?;
-    let (linears, attentions) = list_sites(&mut model)?;
-    let all: Vec<String> = linears.iter().chain(&attentions).cloned().collect();
+    let sites = list_sites(&mut model)?;
+    let of_kind = |want: &dyn Fn(SiteKind) -> bool| -> Vec<String> {
+        sites
+            .iter()
+            .filter(|(_, k)| want(*k))
+            .map(|(p, _)| p.clone())
+            .collect()
+    };
+    let weight_layers = of_kind(&|k| k.takes_lora());
+    let attentions = of_kind(&|k| k == SiteKind::Attention);
+    let all: Vec<String> = sites.iter().map(|(p, _)| p.clone()).collect();
     let excluded: BTreeSet<&String> = target::select(
         &config.exclude_modules,
         &all,
@@ -265,9 +353,9 @@ pub fn inject<B: Backend, M: Adaptable<B>>(
     let lora_layers: Vec<String> = if config.lora.is_some() {
         target::select(
             &config.target_modules,
-            &linears,
+            &weight_layers,
             "target_modules",
-            "linear layer",
+            "linear or conv layer",
         )?
         .into_iter()
         .filter(|p| !excluded.contains(p))
@@ -294,7 +382,7 @@ pub fn inject<B: Backend, M: Adaptable<B>>(
     .collect();
     if config.lora.is_some() && lora_layers.is_empty() {
         return Err(PeftError::InvalidConfig(
-            "every linear layer selected by target_modules is also in exclude_modules".into(),
+            "every layer selected by target_modules is also in exclude_modules".into(),
         ));
     }
     if config.coeff.is_some() && coeff_layers.is_empty() {
@@ -316,15 +404,21 @@ pub fn inject<B: Backend, M: Adaptable<B>>(
 
     let lora_set: BTreeSet<&String> = lora_layers.iter().collect();
     let coeff_set: BTreeSet<&String> = coeff_layers.iter().collect();
-    model.visit_sites("", &mut |path, site| match site {
-        Site::Linear(lin) if lora_set.contains(&path.to_string()) => {
-            lin.inject(config.lora.as_ref().expect("checked above"), path)
+    model.visit_sites("", &mut |path, site| {
+        let path_s = path.to_string();
+        match site {
+            Site::Linear(lin) if lora_set.contains(&path_s) => {
+                lin.inject(config.lora.as_ref().expect("checked above"), path)
+            }
+            Site::Conv2d(conv) if lora_set.contains(&path_s) => {
+                conv.inject(config.lora.as_ref().expect("checked above"), path)
+            }
+            Site::Attention(attn) if coeff_set.contains(&path_s) => {
+                let spec = config.coeff.as_ref().expect("checked above");
+                attn.inject_coeff(spec.dropout, path)
+            }
+            _ => Ok(()),
         }
-        Site::Attention(attn) if coeff_set.contains(&path.to_string()) => {
-            let spec = config.coeff.as_ref().expect("checked above");
-            attn.inject_coeff(spec.dropout, path)
-        }
-        _ => Ok(()),
     })?;
 
     let mut injected = Injected {
@@ -335,6 +429,16 @@ pub fn inject<B: Backend, M: Adaptable<B>>(
         params: ParamReport::default(),
     };
     let prefixes = injected.trainable_prefixes();
+    let shapes = params::all_param_shapes(&model);
+    if let Some(prefix) = prefixes.iter().find(|p| {
+        !shapes
+            .keys()
+            .any(|k| params::under_any(k, std::slice::from_ref(p)))
+    }) {
+        return Err(PeftError::InvalidConfig(format!(
+            "trainable prefix `{prefix}` selects no parameter of the model"
+        )));
+    }
     let model = params::set_trainable(model, &prefixes);
     injected.params = ParamReport::of(&model, &prefixes);
     Ok((model, injected))
@@ -373,18 +477,32 @@ fn validate(config: &PeftConfig) -> Result<()> {
     Ok(())
 }
 
-/// Paths of every linear and every attention layer.
-fn list_sites<B: Backend, M: Adaptable<B>>(model: &mut M) -> Result<(Vec<String>, Vec<String>)> {
-    let mut linears = Vec::new();
-    let mut attentions = Vec::new();
+/// Every site of the model with its kind, in visiting order, checked: each path must be a
+/// real module path of the model (its kind's witness parameter exists) and appear once.
+pub fn list_sites<B: Backend, M: Adaptable<B>>(model: &mut M) -> Result<Vec<(String, SiteKind)>> {
+    let mut sites = Vec::new();
     model.visit_sites("", &mut |path, site| {
-        match site {
-            Site::Linear(_) => linears.push(path.to_string()),
-            Site::Attention(_) => attentions.push(path.to_string()),
-        }
+        sites.push((path.to_string(), site.kind()));
         Ok(())
     })?;
-    Ok((linears, attentions))
+    let shapes = params::all_param_shapes(&*model);
+    let mut seen = BTreeSet::new();
+    for (path, kind) in &sites {
+        let witness = join(path, kind.witness_param());
+        if !shapes.contains_key(&witness) {
+            return Err(PeftError::BadSitePath {
+                path: path.clone(),
+                kind: kind.name(),
+                witness,
+            });
+        }
+        if !seen.insert(path.as_str()) {
+            return Err(PeftError::InvalidConfig(format!(
+                "the model reports the adaptable layer `{path}` twice (its `visit_sites` visits it twice)"
+            )));
+        }
+    }
+    Ok(sites)
 }
 
 /// Turn every adapter on or off; off gives the base model's outputs exactly.
@@ -394,6 +512,11 @@ pub fn set_adapters_enabled<B: Backend, M: Adaptable<B>>(mut model: M, enabled: 
             match site {
                 Site::Linear(lin) => {
                     if let Some(lora) = lin.lora.as_mut() {
+                        lora.enabled = enabled;
+                    }
+                }
+                Site::Conv2d(conv) => {
+                    if let Some(lora) = conv.lora.as_mut() {
                         lora.enabled = enabled;
                     }
                 }
@@ -412,22 +535,27 @@ pub fn set_adapters_enabled<B: Backend, M: Adaptable<B>>(mut model: M, enabled: 
 /// Fold every LoRA / DoRA update into its base weight. Coeff-Tuning acts after the softmax
 /// and cannot be merged; its coefficients stay active.
 pub fn merge_adapters<B: Backend, M: Adaptable<B>>(model: M) -> M {
-    map_linears(model, PeftLinear::merge)
+    map_weight_layers(model, true)
 }
 
 /// Undo [`merge_adapters`].
 pub fn unmerge_adapters<B: Backend, M: Adaptable<B>>(model: M) -> M {
-    map_linears(model, PeftLinear::unmerge)
+    map_weight_layers(model, false)
 }
 
-fn map_linears<B: Backend, M: Adaptable<B>>(
-    mut model: M,
-    f: impl Fn(PeftLinear<B>) -> PeftLinear<B>,
-) -> M {
+fn map_weight_layers<B: Backend, M: Adaptable<B>>(mut model: M, merge: bool) -> M {
     model
         .visit_sites("", &mut |_, site| {
-            if let Site::Linear(lin) = site {
-                *lin = f(lin.clone());
+            match site {
+                Site::Linear(lin) => {
+                    let l = lin.clone();
+                    *lin = if merge { l.merge() } else { l.unmerge() };
+                }
+                Site::Conv2d(conv) => {
+                    let c = conv.clone();
+                    *conv = if merge { c.merge() } else { c.unmerge() };
+                }
+                Site::Attention(_) => {}
             }
             Ok(())
         })

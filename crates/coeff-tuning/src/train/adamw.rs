@@ -114,9 +114,11 @@ impl<B: Backend> AdamW<B> {
             grads,
             sum: None,
             missing: Vec::new(),
+            numel: BTreeMap::new(),
             stack: Vec::new(),
         };
         model.visit(&mut norm);
+        self.check_moments(&norm.numel)?;
         if let Some(path) = norm.missing.first() {
             return Err(PeftError::Training(format!(
                 "parameter `{path}` is trainable but received no gradient (is it used by the loss?)"
@@ -177,6 +179,55 @@ impl<B: Backend> AdamW<B> {
         out
     }
 
+    /// Check the stored moments against the trainable parameters of a model (path -> element
+    /// count): every stored path must be a trainable parameter of the same size, and after the
+    /// first step every trainable parameter must have moments. Errors name the parameter.
+    pub fn check_moments(&self, numel: &BTreeMap<String, usize>) -> Result<()> {
+        for (path, (m, _)) in &self.moments {
+            match numel.get(path) {
+                None => {
+                    return Err(PeftError::Training(format!(
+                        "optimizer state has moments for `{path}`, which is not a trainable \
+                         parameter of the model"
+                    )))
+                }
+                Some(&n) if m.dims() != [n] => {
+                    return Err(PeftError::Training(format!(
+                        "optimizer state for `{path}` has {} values, the parameter has {n}",
+                        m.dims()[0]
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
+        if self.steps > 0 {
+            if let Some(path) = numel.keys().find(|p| !self.moments.contains_key(*p)) {
+                return Err(PeftError::Training(format!(
+                    "optimizer state after {} steps has no moments for the trainable parameter \
+                     `{path}`",
+                    self.steps
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// [`AdamW::load_state`], then [`AdamW::check_moments`] against the model's trainable
+    /// parameters (path -> element count); on error the optimizer is left unchanged.
+    pub fn load_state_checked(
+        &mut self,
+        steps: usize,
+        tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+        numel: &BTreeMap<String, usize>,
+        device: &B::Device,
+    ) -> Result<()> {
+        let mut fresh = Self::new(self.config);
+        fresh.load_state(steps, tensors, device)?;
+        fresh.check_moments(numel)?;
+        *self = fresh;
+        Ok(())
+    }
+
     /// Restore the state written by [`AdamW::state`] after `steps` steps.
     ///
     /// Errors: a name that is not `m.<path>` / `v.<path>`, a path with only one moment, a
@@ -234,6 +285,8 @@ struct NormVisitor<'a, AB: AutodiffBackend> {
     grads: &'a AB::Gradients,
     sum: Option<Tensor<AB::InnerBackend, 1>>,
     missing: Vec<String>,
+    /// Path -> element count of every trainable parameter.
+    numel: BTreeMap<String, usize>,
     stack: Vec<String>,
 }
 
@@ -249,6 +302,8 @@ impl<AB: AutodiffBackend> ModuleVisitor<AB> for NormVisitor<'_, AB> {
         if !t.is_require_grad() {
             return;
         }
+        self.numel
+            .insert(self.stack.join("."), t.shape().num_elements());
         match t.grad(self.grads) {
             Some(g) => {
                 let s = g.powi_scalar(2).sum();
@@ -296,9 +351,10 @@ impl<AB: AutodiffBackend> ModuleMapper<AB> for UpdateMapper<'_, AB> {
         let n = shape.num_elements();
         let p = tensor.inner().reshape([n]);
         let g = grad.reshape([n]) * self.scale;
+        // Sizes were checked against the model before the update (`check_moments`).
         let (m, v) = match self.opt.moments.remove(&path) {
-            Some((m, v)) if m.dims() == [n] => (m, v),
-            _ => (p.zeros_like(), p.zeros_like()),
+            Some((m, v)) => (m, v),
+            None => (p.zeros_like(), p.zeros_like()),
         };
         let m = m * cfg.beta1 + g.clone() * (1.0 - cfg.beta1);
         let v = v * cfg.beta2 + g.powi_scalar(2) * (1.0 - cfg.beta2);

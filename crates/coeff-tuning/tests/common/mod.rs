@@ -103,8 +103,8 @@ impl<B: Backend> Adaptable<B> for Block<B> {
     fn visit_sites(
         &mut self,
         path: &str,
-        f: &mut dyn FnMut(&str, Site<'_, B>) -> coeff_tuning::Result<()>,
-    ) -> coeff_tuning::Result<()> {
+        f: &mut dyn FnMut(&str, Site<'_, B>) -> coeff_tuning::PeftResult<()>,
+    ) -> coeff_tuning::PeftResult<()> {
         self.attn.visit_sites(&join(path, "attn"), f)?;
         self.fc1.visit_sites(&join(path, "fc1"), f)?;
         self.fc2.visit_sites(&join(path, "fc2"), f)
@@ -115,8 +115,8 @@ impl<B: Backend> Adaptable<B> for TinyModel<B> {
     fn visit_sites(
         &mut self,
         path: &str,
-        f: &mut dyn FnMut(&str, Site<'_, B>) -> coeff_tuning::Result<()>,
-    ) -> coeff_tuning::Result<()> {
+        f: &mut dyn FnMut(&str, Site<'_, B>) -> coeff_tuning::PeftResult<()>,
+    ) -> coeff_tuning::PeftResult<()> {
         self.blocks.visit_sites(&join(path, "blocks"), f)
     }
 }

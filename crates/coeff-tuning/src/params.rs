@@ -1,4 +1,7 @@
 //! Walking a model's parameters by module path: counting, freezing, reading and writing.
+//!
+//! A leaf module: the adapters, the PEFT machinery, the checkpoint layer and the trainer all
+//! address parameters through it.
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -38,7 +38,7 @@ impl<B: Backend> From<Linear<B>> for PeftLinear<B> {
 impl<B: Backend> PeftLinear<B> {
     /// A plain layer from Burn's config.
     pub fn new(config: &LinearConfig, device: &B::Device) -> Self {
-        super::params::materialize(config.init(device)).into()
+        crate::params::materialize(config.init(device)).into()
     }
 
     /// Input width.
