@@ -21,7 +21,8 @@ use coeff_tuning::{
 };
 use common::{max_abs_diff, perturb, randn, Inner, TinyModel, D_MODEL, TB};
 
-const TARGETS: [&str; 6] = ["query", "key", "value", "output", "fc1", "fc2"];
+/// Linear sites and the conv site (`mixer`): LoRA / DoRA on convolutions runs every check too.
+const TARGETS: [&str; 7] = ["query", "key", "value", "output", "fc1", "fc2", "mixer"];
 
 fn config(method: Method) -> PeftConfig {
     let mut cfg = method.config(2, &TARGETS);

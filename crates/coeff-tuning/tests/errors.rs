@@ -155,3 +155,64 @@ fn out_of_range_dropout_is_refused() {
     let err = inject(base, &cfg).unwrap_err().to_string();
     assert!(err.contains("1.5"), "{err}");
 }
+
+/// A model whose `visit_sites` misspells a field name: injecting must fail, naming the path,
+/// instead of attaching an adapter the forward pass never uses.
+mod misspelled {
+    use burn::module::Module;
+    use burn::tensor::backend::Backend;
+    use coeff_tuning::peft::join;
+    use coeff_tuning::{
+        inject, Adaptable, Method, MultiHeadAttention, MultiHeadAttentionConfig, PeftError,
+        PeftResult, Site,
+    };
+
+    #[derive(Module, Debug)]
+    pub struct Net<B: Backend> {
+        pub attention: MultiHeadAttention<B>,
+    }
+
+    impl<B: Backend> Adaptable<B> for Net<B> {
+        fn visit_sites(
+            &mut self,
+            path: &str,
+            f: &mut dyn FnMut(&str, Site<'_, B>) -> PeftResult<()>,
+        ) -> PeftResult<()> {
+            // The field is `attention`, not `attn`.
+            self.attention.visit_sites(&join(path, "attn"), f)
+        }
+    }
+
+    #[test]
+    fn a_misspelled_site_path_is_an_error() {
+        let dev = Default::default();
+        let net = Net::<super::Inner> {
+            attention: MultiHeadAttentionConfig::new(8, 2).init(&dev),
+        };
+        let err = inject(net, &Method::LoraCoeff.config(2, &["query"])).unwrap_err();
+        assert!(matches!(err, PeftError::BadSitePath { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("`attn`") && msg.contains("attn.query.base.weight"),
+            "{msg}"
+        );
+    }
+}
+
+#[test]
+fn lora_attaches_to_a_conv2d_site() {
+    use coeff_tuning::SiteKind;
+    let base = TinyModel::<Inner>::new(&Default::default());
+    let (mut model, injected) = inject(base, &Method::Dora.config(2, &["mixer"])).unwrap();
+    assert_eq!(injected.lora_layers, vec!["mixer".to_string()]);
+    let sites = coeff_tuning::peft::list_sites(&mut model).unwrap();
+    assert!(sites.contains(&("mixer".to_string(), SiteKind::Conv2d)));
+    let lora = model.mixer.lora.as_ref().expect("adapter attached");
+    // PEFT's layout: A is a conv with the base kernel, B a 1x1 conv.
+    assert_eq!(lora.a.dims(), [2, common::D_MODEL, 3, 1]);
+    assert_eq!(lora.b.dims(), [common::D_MODEL, 2, 1, 1]);
+    assert!(lora.magnitude.is_some());
+    // Only the adapter is trainable: A, B, magnitude.
+    let expected = 2 * common::D_MODEL * 3 + common::D_MODEL * 2 + common::D_MODEL;
+    assert_eq!(injected.params.trainable, expected);
+}

@@ -1,12 +1,15 @@
 //! AdamW with path-keyed state: one step against the closed form, global-norm clipping, a
 //! state round trip that continues exactly, and the warm-up + cosine schedule.
 
-use burn::backend::{Autodiff, NdArray};
+mod common;
+
 use burn::module::{Module, Param};
 use burn::tensor::{Tensor, TensorData};
 use coeff_tuning::train::{AdamW, AdamWConfig, WarmupCosine};
 
-type B = Autodiff<NdArray>;
+/// The switchable test backend (ndarray by default; `--features test-wgpu` / `test-flex`).
+type B = common::TB;
+type NdArray = common::Inner;
 
 #[derive(Module, Debug)]
 struct Two<B: burn::tensor::backend::Backend> {

@@ -3,12 +3,15 @@
 #![allow(dead_code)]
 
 use burn::module::Module;
+use burn::nn::conv::Conv2dConfig;
+use burn::nn::PaddingConfig2d;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use coeff_tuning::peft::{join, params};
 use coeff_tuning::{
-    Adaptable, AttentionInput, MultiHeadAttention, MultiHeadAttentionConfig, PeftLinear, Site,
+    Adaptable, AttentionInput, MultiHeadAttention, MultiHeadAttentionConfig, PeftConv2d,
+    PeftLinear, Site,
 };
 
 #[cfg(feature = "test-wgpu")]
@@ -60,9 +63,11 @@ pub struct Block<B: Backend> {
     pub fc2: PeftLinear<B>,
 }
 
-/// Two blocks, mean pooling, a classification head.
+/// A token-mixing convolution (kernel 3 along the sequence), two blocks, mean pooling, a
+/// classification head. The convolution puts a conv site through every conformance check.
 #[derive(Module, Debug)]
 pub struct TinyModel<B: Backend> {
+    pub mixer: PeftConv2d<B>,
     pub blocks: Vec<Block<B>>,
     pub head: Linear<B>,
 }
@@ -80,7 +85,13 @@ impl<B: Backend> TinyModel<B> {
                 fc2: PeftLinear::new(&LinearConfig::new(2 * D_MODEL, D_MODEL), dev),
             })
             .collect();
+        let mixer = PeftConv2d::new(
+            &Conv2dConfig::new([D_MODEL, D_MODEL], [3, 1])
+                .with_padding(PaddingConfig2d::Explicit(1, 0, 1, 0)),
+            dev,
+        );
         params::materialize(Self {
+            mixer,
             blocks,
             head: LinearConfig::new(D_MODEL, CLASSES).init(dev),
         })
@@ -88,7 +99,15 @@ impl<B: Backend> TinyModel<B> {
 
     /// `x: [batch, seq, D_MODEL]` -> logits `[batch, CLASSES]`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 2> {
-        let mut x = x;
+        // [B, N, D] -> [B, D, N, 1] -> conv -> back; residual.
+        let [batch, n, d] = x.dims();
+        let grid = x.clone().swap_dims(1, 2).reshape([batch, d, n, 1]);
+        let mixed = self
+            .mixer
+            .forward(grid)
+            .reshape([batch, d, n])
+            .swap_dims(1, 2);
+        let mut x = x + mixed;
         for b in &self.blocks {
             x = x.clone() + b.attn.forward(AttentionInput::self_attn(x)).context;
             x = x.clone()
@@ -117,6 +136,7 @@ impl<B: Backend> Adaptable<B> for TinyModel<B> {
         path: &str,
         f: &mut dyn FnMut(&str, Site<'_, B>) -> coeff_tuning::PeftResult<()>,
     ) -> coeff_tuning::PeftResult<()> {
+        self.mixer.visit_sites(&join(path, "mixer"), f)?;
         self.blocks.visit_sites(&join(path, "blocks"), f)
     }
 }
