@@ -304,9 +304,10 @@ pub fn train_run<B: AutodiffBackend>(
         checkpoint_path(dir),
         fingerprint,
     )?;
+    let labelled = |e: anyhow::Error| anyhow::anyhow!("{}: {e:#}", spec.label());
     let model = trainer
         .resume(model, device)
-        .with_context(|| spec.label())?;
+        .map_err(|e| labelled(e.into()))?;
     let resumed_from = trainer.resumed_from();
     ctl.bar.set_length(total as u64);
     ctl.bar.set_position(trainer.state().step as u64);
@@ -357,7 +358,7 @@ pub fn train_run<B: AutodiffBackend>(
     };
     let model = match trainer
         .run(model, device, loss_fn, &mut on_step)
-        .with_context(|| spec.label())?
+        .map_err(labelled)?
     {
         Finish::Done(m) => m,
         Finish::Stopped(_) => {
