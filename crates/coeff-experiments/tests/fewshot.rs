@@ -10,12 +10,12 @@ use std::path::Path;
 use burn::tensor::backend::Backend;
 use coeff_data::{Image, Preprocess};
 use coeff_experiments::backend::{self, Train};
-use coeff_experiments::fewshot::config::{FewShotConfig, FsMethod, PeftMethod, Recipe};
+use coeff_experiments::fewshot::config::{FewShotConfig, FsMethod, Recipe};
 use coeff_experiments::fewshot::train::{
     checkpoint_path, train_run, Control, Inputs, Outcome, RunSpec, Split,
 };
 use coeff_experiments::fewshot::{build, config, summary, FewShotArgs, Preset};
-use coeff_tuning::ParamReport;
+use coeff_tuning::{Method, ParamReport};
 use coeff_vit::{Activation, Family, VisionTransformer, VitConfig};
 use indicatif::ProgressBar;
 
@@ -78,7 +78,7 @@ fn tiny_config() -> FewShotConfig {
         resolution: 8,
         datasets: vec!["tiny".into()],
         shots: vec![3],
-        methods: vec![FsMethod::Peft(PeftMethod::LoraCoeff)],
+        methods: vec![FsMethod::Peft(Method::LoraCoeff)],
         seeds: vec![7],
         test_per_class: 2,
         recipe: Recipe {
@@ -158,7 +158,7 @@ fn trained_params(dir: &Path) -> Vec<(String, Vec<f32>)> {
 fn an_interrupted_run_resumes_to_the_same_result() {
     let _serial = serial();
     let cfg = tiny_config();
-    let method = FsMethod::Peft(PeftMethod::LoraCoeff);
+    let method = FsMethod::Peft(Method::LoraCoeff);
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = (tmp.path().join("straight"), tmp.path().join("interrupted"));
 
@@ -205,7 +205,7 @@ fn an_interrupted_run_resumes_to_the_same_result() {
 fn a_checkpoint_from_other_settings_is_refused() {
     let _serial = serial();
     let cfg = tiny_config();
-    let method = FsMethod::Peft(PeftMethod::LoraCoeff);
+    let method = FsMethod::Peft(Method::LoraCoeff);
     let tmp = tempfile::tempdir().unwrap();
     run(&cfg, method, tmp.path(), Some(2)).unwrap();
     let device = backend::device();
@@ -279,20 +279,17 @@ fn trainable_parameters_per_method() {
     assert_eq!(count(FsMethod::Linear).trainable, head);
     assert_eq!(count(FsMethod::Full).trainable, total_backbone + head);
     // 2 layers x 4 x 4 coefficients.
-    assert_eq!(
-        count(FsMethod::Peft(PeftMethod::Coeff)).trainable,
-        head + 32
-    );
+    assert_eq!(count(FsMethod::Peft(Method::Coeff)).trainable, head + 32);
     // rank 2 on query and value: 2 layers x 2 x (16*2 + 2*16).
-    let lora = count(FsMethod::Peft(PeftMethod::Lora)).trainable;
+    let lora = count(FsMethod::Peft(Method::Lora)).trainable;
     assert_eq!(lora, head + 2 * 2 * 64);
     assert_eq!(
-        count(FsMethod::Peft(PeftMethod::LoraCoeff)).trainable,
+        count(FsMethod::Peft(Method::LoraCoeff)).trainable,
         lora + 32
     );
     // DoRA adds a magnitude per output feature.
     assert_eq!(
-        count(FsMethod::Peft(PeftMethod::Dora)).trainable,
+        count(FsMethod::Peft(Method::Dora)).trainable,
         lora + 2 * 2 * 16
     );
 }
@@ -322,8 +319,8 @@ fn config_file_and_flags_override_the_preset() {
     assert_eq!(
         cfg.methods,
         vec![
-            FsMethod::Peft(PeftMethod::Lora),
-            FsMethod::Peft(PeftMethod::DoraCoeff)
+            FsMethod::Peft(Method::Lora),
+            FsMethod::Peft(Method::DoraCoeff)
         ]
     );
     assert_eq!(cfg.recipe.epochs, 7);
@@ -403,7 +400,7 @@ fn a_finished_run_saves_an_adapter_that_loads_back() {
     let _serial = serial();
     let cfg = tiny_config();
     let device = backend::device();
-    let s = spec(FsMethod::Peft(PeftMethod::DoraCoeff));
+    let s = spec(FsMethod::Peft(Method::DoraCoeff));
     let built = build(&cfg, &s, tiny_vit(&device), 3, &device).unwrap();
     let injected = built.injected.clone().unwrap();
     let tmp = tempfile::tempdir().unwrap();

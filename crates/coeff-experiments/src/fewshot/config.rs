@@ -18,35 +18,7 @@ pub enum FsMethod {
     /// Every parameter.
     Full,
     /// A PEFT method of the core crate (+ the head).
-    Peft(PeftMethod),
-}
-
-/// [`Method`] with a total order (table order).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum PeftMethod {
-    /// Coefficients only.
-    Coeff,
-    /// LoRA.
-    Lora,
-    /// LoRA + coefficients.
-    LoraCoeff,
-    /// DoRA.
-    Dora,
-    /// DoRA + coefficients.
-    DoraCoeff,
-}
-
-impl PeftMethod {
-    /// The core crate's method.
-    pub fn method(self) -> Method {
-        match self {
-            PeftMethod::Coeff => Method::Coeff,
-            PeftMethod::Lora => Method::Lora,
-            PeftMethod::LoraCoeff => Method::LoraCoeff,
-            PeftMethod::Dora => Method::Dora,
-            PeftMethod::DoraCoeff => Method::DoraCoeff,
-        }
-    }
+    Peft(Method),
 }
 
 impl FsMethod {
@@ -54,11 +26,11 @@ impl FsMethod {
     pub const ALL: [FsMethod; 7] = [
         FsMethod::Linear,
         FsMethod::Full,
-        FsMethod::Peft(PeftMethod::Coeff),
-        FsMethod::Peft(PeftMethod::Lora),
-        FsMethod::Peft(PeftMethod::LoraCoeff),
-        FsMethod::Peft(PeftMethod::Dora),
-        FsMethod::Peft(PeftMethod::DoraCoeff),
+        FsMethod::Peft(Method::Coeff),
+        FsMethod::Peft(Method::Lora),
+        FsMethod::Peft(Method::LoraCoeff),
+        FsMethod::Peft(Method::Dora),
+        FsMethod::Peft(Method::DoraCoeff),
     ];
 
     /// Name in tables, file names and on the command line.
@@ -66,7 +38,7 @@ impl FsMethod {
         match self {
             FsMethod::Linear => "linear",
             FsMethod::Full => "full",
-            FsMethod::Peft(p) => p.method().name(),
+            FsMethod::Peft(p) => p.name(),
         }
     }
 
@@ -74,8 +46,8 @@ impl FsMethod {
     /// `lora`); `None` for methods without coefficients and for `coeff` alone.
     pub fn without_coeff(self) -> Option<FsMethod> {
         match self {
-            FsMethod::Peft(PeftMethod::LoraCoeff) => Some(FsMethod::Peft(PeftMethod::Lora)),
-            FsMethod::Peft(PeftMethod::DoraCoeff) => Some(FsMethod::Peft(PeftMethod::Dora)),
+            FsMethod::Peft(Method::LoraCoeff) => Some(FsMethod::Peft(Method::Lora)),
+            FsMethod::Peft(Method::DoraCoeff) => Some(FsMethod::Peft(Method::Dora)),
             _ => None,
         }
     }
@@ -251,9 +223,9 @@ pub fn preset(p: Preset) -> FewShotConfig {
             shots: vec![1, 4],
             methods: vec![
                 FsMethod::Linear,
-                FsMethod::Peft(PeftMethod::Coeff),
-                FsMethod::Peft(PeftMethod::Lora),
-                FsMethod::Peft(PeftMethod::LoraCoeff),
+                FsMethod::Peft(Method::Coeff),
+                FsMethod::Peft(Method::Lora),
+                FsMethod::Peft(Method::LoraCoeff),
             ],
             seeds: vec![0, 1],
             test_per_class: 20,

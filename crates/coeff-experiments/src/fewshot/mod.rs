@@ -323,7 +323,7 @@ pub fn build<B: AutodiffBackend>(
         FsMethod::Peft(m) => {
             let r = &cfg.recipe;
             let targets: Vec<&str> = r.lora_targets.iter().map(String::as_str).collect();
-            let mut pc: PeftConfig = m.method().config(r.lora_rank, &targets);
+            let mut pc: PeftConfig = m.config(r.lora_rank, &targets);
             if let Some(c) = pc.coeff.as_mut() {
                 c.dropout = r.coeff_dropout;
             }
@@ -331,7 +331,7 @@ pub fn build<B: AutodiffBackend>(
             // LoRA's A matrices are drawn from the backend generator.
             B::seed(device, spec.seed);
             let (model, injected) = inject(model, &pc)
-                .with_context(|| format!("applying {} to the backbone", m.method().name()))?;
+                .with_context(|| format!("applying {} to the backbone", m.name()))?;
             Built {
                 model,
                 trainable: injected.trainable_prefixes(),

@@ -204,21 +204,17 @@ impl<B: Backend> PeftConv2d<B> {
         if self.merged {
             return self;
         }
-        let delta = lora.delta_weight();
-        match &lora.magnitude {
-            None => self.base.weight = self.base.weight.map(|w| w + delta),
-            Some(m) => {
-                let m = m.val();
-                let mut cached = None;
-                self.base.weight = self.base.weight.map(|w| {
-                    let v = w + delta;
-                    let norm = channel_norm(v.clone());
-                    cached = Some(norm.clone());
-                    per_channel(m.div(norm)) * v
-                });
-                self.dora_norm = cached;
-            }
-        }
+        let (weight, norm) = super::merge_weight(
+            self.base.weight,
+            lora.delta_weight(),
+            lora.magnitude.as_ref().map(|m| m.val()),
+            super::OutputAxis {
+                norm: channel_norm,
+                per_out: per_channel,
+            },
+        );
+        self.base.weight = weight;
+        self.dora_norm = norm;
         self.merged = true;
         self
     }
@@ -229,14 +225,16 @@ impl<B: Backend> PeftConv2d<B> {
         if !self.merged {
             return self;
         }
-        let delta = lora.delta_weight();
-        match (&lora.magnitude, self.dora_norm.take()) {
-            (Some(m), Some(norm)) => {
-                let factor = per_channel(norm.div(m.val()));
-                self.base.weight = self.base.weight.map(|w| w * factor - delta);
-            }
-            _ => self.base.weight = self.base.weight.map(|w| w - delta),
-        }
+        self.base.weight = super::unmerge_weight(
+            self.base.weight,
+            lora.delta_weight(),
+            lora.magnitude.as_ref().map(|m| m.val()),
+            self.dora_norm.take(),
+            super::OutputAxis {
+                norm: channel_norm,
+                per_out: per_channel,
+            },
+        );
         self.merged = false;
         self
     }

@@ -85,21 +85,17 @@ impl<B: Backend> PeftLinear<B> {
         if self.merged {
             return self;
         }
-        let delta = lora.delta_weight();
-        match &lora.magnitude {
-            None => self.base.weight = self.base.weight.map(|w| w + delta),
-            Some(m) => {
-                let m = m.val();
-                let mut cached = None;
-                self.base.weight = self.base.weight.map(|w| {
-                    let v = w + delta;
-                    let norm = column_norm(v.clone());
-                    cached = Some(norm.clone());
-                    v * m.div(norm).unsqueeze::<2>()
-                });
-                self.dora_norm = cached;
-            }
-        }
+        let (weight, norm) = super::merge_weight(
+            self.base.weight,
+            lora.delta_weight(),
+            lora.magnitude.as_ref().map(|m| m.val()),
+            super::OutputAxis {
+                norm: column_norm,
+                per_out: |v| v.unsqueeze::<2>(),
+            },
+        );
+        self.base.weight = weight;
+        self.dora_norm = norm;
         self.merged = true;
         self
     }
@@ -110,14 +106,16 @@ impl<B: Backend> PeftLinear<B> {
         if !self.merged {
             return self;
         }
-        let delta = lora.delta_weight();
-        match (&lora.magnitude, self.dora_norm.take()) {
-            (Some(m), Some(norm)) => {
-                let factor = norm.div(m.val()).unsqueeze::<2>();
-                self.base.weight = self.base.weight.map(|w| w * factor - delta);
-            }
-            _ => self.base.weight = self.base.weight.map(|w| w - delta),
-        }
+        self.base.weight = super::unmerge_weight(
+            self.base.weight,
+            lora.delta_weight(),
+            lora.magnitude.as_ref().map(|m| m.val()),
+            self.dora_norm.take(),
+            super::OutputAxis {
+                norm: column_norm,
+                per_out: |v| v.unsqueeze::<2>(),
+            },
+        );
         self.merged = false;
         self
     }

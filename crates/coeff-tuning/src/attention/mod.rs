@@ -283,7 +283,8 @@ impl<B: Backend> MultiHeadAttention<B> {
         }
         if let Some(mask) = mask {
             let dims = scores.dims();
-            scores = scores.mask_fill(mask.expand(dims), self.mask_value);
+            let value = finite_mask_value(self.mask_value, scores.dtype());
+            scores = scores.mask_fill(mask.expand(dims), value);
         }
         let maps = self.dropout.forward(softmax(scores, 3));
         let (mixed, kept_maps, kept_mixed) = match self.coeff.as_ref().filter(|c| c.enabled) {
@@ -296,6 +297,19 @@ impl<B: Backend> MultiHeadAttention<B> {
         };
         (mixed.matmul(v), kept_maps, kept_mixed)
     }
+}
+
+/// The mask value clamped to the float type's finite range: -1e9 is -inf in f16, and a fully
+/// masked row of -inf scores would give NaN maps. `finfo(dtype).min`, as PyTorch masks.
+pub fn finite_mask_value(value: f64, dtype: burn::tensor::DType) -> f64 {
+    use burn::tensor::DType;
+    let lowest = match dtype {
+        DType::F16 => f64::from(half::f16::MIN),
+        DType::BF16 => f64::from(half::bf16::MIN),
+        DType::F32 | DType::Flex32 => f64::from(f32::MIN),
+        _ => f64::MIN,
+    };
+    value.max(lowest)
 }
 
 /// Rows `start..end` of the query axis (dim 2) of a `[B, H|1, n|1, m]` tensor; broadcast

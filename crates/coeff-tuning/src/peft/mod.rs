@@ -207,18 +207,19 @@ pub struct PeftConfig {
     pub modules_to_save: Vec<String>,
 }
 
-/// The method combinations the conformance suite and the experiments use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// The method combinations the conformance suite and the experiments use, ordered as the
+/// paper's tables order them (the derived `Ord` is that order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
     /// Coefficients only.
     Coeff,
     /// LoRA only.
     Lora,
-    /// DoRA only.
-    Dora,
     /// LoRA and coefficients.
     LoraCoeff,
+    /// DoRA only.
+    Dora,
     /// DoRA and coefficients.
     DoraCoeff,
 }
@@ -228,8 +229,8 @@ impl Method {
     pub const ALL: [Method; 5] = [
         Method::Coeff,
         Method::Lora,
-        Method::Dora,
         Method::LoraCoeff,
+        Method::Dora,
         Method::DoraCoeff,
     ];
 
