@@ -26,13 +26,13 @@ impl<B: Backend> Adaptable<B> for Encoder<B> {
     fn visit_sites(
         &mut self,
         path: &str,
-        f: &mut dyn FnMut(&str, Site<'_, B>) -> Result<()>,
-    ) -> Result<()> {
+        f: &mut dyn FnMut(&str, Site<'_, B>) -> PeftResult<()>,
+    ) -> PeftResult<()> {
         self.layers.visit_sites(&join(path, "layers"), f)
     }
 }
 
-fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     type B = Autodiff<Flex>;
     let device = Default::default();
     let layers = (0..2)

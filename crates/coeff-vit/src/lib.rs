@@ -30,3 +30,8 @@ pub use config::{Activation, Family, VitConfig};
 pub use error::{Result, VitError};
 pub use loader::{load_pretrained, load_weights, Checkpoint};
 pub use model::{VisionTransformer, VitOutput};
+
+/// Where `cargo xtask fetch` puts converted checkpoints (`$COEFF_TUNING_CACHE`, else
+/// `$XDG_CACHE_HOME/coeff-tuning`, else `~/.cache/coeff-tuning`); available without the
+/// `pretrained` feature, as loading a converted checkpoint does not need it.
+pub use coeff_assets::cache_dir;

@@ -261,8 +261,12 @@ impl Method {
         }
     }
 
-    /// A config for this method: LoRA/DoRA of `rank` on `targets`, coefficients on every
-    /// attention layer.
+    /// A config for this method: LoRA/DoRA of `rank` on `targets`, coefficients (alpha dropout
+    /// 0.2) on every attention layer.
+    ///
+    /// `lora_alpha` is PEFT's default, 8, whatever the rank: the update is scaled by
+    /// `8 / rank` (rank 4 -> 2, rank 8 -> 1, rank 16 -> 0.5). Set another with
+    /// `cfg.lora.as_mut().unwrap().alpha = ...` or build the [`PeftConfig`] yourself.
     pub fn config(self, rank: usize, targets: &[&str]) -> PeftConfig {
         let lora = self.lora(rank);
         PeftConfig {
