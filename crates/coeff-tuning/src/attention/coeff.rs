@@ -63,7 +63,8 @@ impl<B: Backend> Coeff<B> {
     pub fn effective(&self) -> Tensor<B, 2> {
         let alpha = self.alpha.val();
         let h = alpha.dims()[0];
-        let eye = Tensor::<B, 2>::eye(h, &alpha.device());
+        // In the parameter's dtype (f16/bf16 models): a no-op cast for f32.
+        let eye = Tensor::<B, 2>::eye(h, &alpha.device()).cast(alpha.dtype());
         eye + self.dropout.forward(alpha)
     }
 

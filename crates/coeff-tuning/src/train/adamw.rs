@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{FloatDType, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{PeftError, Result};
@@ -306,7 +306,8 @@ impl<AB: AutodiffBackend> ModuleVisitor<AB> for NormVisitor<'_, AB> {
             .insert(self.stack.join("."), t.shape().num_elements());
         match t.grad(self.grads) {
             Some(g) => {
-                let s = g.powi_scalar(2).sum();
+                // In f32: squares of f16 gradients underflow and their sum overflows.
+                let s = g.cast(FloatDType::F32).powi_scalar(2).sum();
                 self.sum = Some(match self.sum.take() {
                     Some(acc) => acc + s,
                     None => s,
@@ -349,8 +350,11 @@ impl<AB: AutodiffBackend> ModuleMapper<AB> for UpdateMapper<'_, AB> {
         let cfg = self.opt.config;
         let shape = tensor.shape();
         let n = shape.num_elements();
-        let p = tensor.inner().reshape([n]);
-        let g = grad.reshape([n]) * self.scale;
+        // Moments and the update in f32 whatever the parameter's dtype (f16 moments lose small
+        // second moments to underflow: v = 0 turns the step into m / eps). No-op casts for f32.
+        let dtype = tensor.dtype();
+        let p = tensor.inner().reshape([n]).cast(FloatDType::F32);
+        let g = grad.reshape([n]).cast(FloatDType::F32) * self.scale;
         // Sizes were checked against the model before the update (`check_moments`).
         let (m, v) = match self.opt.moments.remove(&path) {
             Some((m, v)) => (m, v),
@@ -364,7 +368,7 @@ impl<AB: AutodiffBackend> ModuleMapper<AB> for UpdateMapper<'_, AB> {
         self.opt.moments.insert(path, (m, v));
         self.tensors += 1;
         // A fresh leaf: the previous step's graph is dropped.
-        let new = Tensor::<AB, D>::from_inner(p.reshape(shape)).require_grad();
+        let new = Tensor::<AB, D>::from_inner(p.reshape(shape).cast(dtype)).require_grad();
         Param::from_mapped_value(id, new, mapper)
     }
 }
