@@ -449,7 +449,8 @@ fn wrong_shape_and_double_feed_are_named() {
         .unwrap_err()
         .to_string();
     assert!(
-        msg.contains("`head.weight`") && msg.contains("[4, 2]") && msg.contains("`head.weight`"),
+        msg.contains("`head.weight` has shape [2, 4] (transposed: [4, 2])")
+            && msg.contains("model parameter `head.weight` needs [4, 3]"),
         "{msg}"
     );
 

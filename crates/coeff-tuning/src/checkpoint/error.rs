@@ -99,7 +99,7 @@ pub enum CheckpointError {
         second: String,
     },
     /// A tensor's shape does not fit the model parameter it feeds.
-    #[error("checkpoint {path}: `{key}` has shape {found:?}, model parameter `{param}` needs {expected:?}")]
+    #[error("checkpoint {path}: `{key}` has shape {found:?}{note}, model parameter `{param}` needs {expected:?}")]
     Shape {
         /// The checkpoint.
         path: PathBuf,
@@ -107,8 +107,10 @@ pub enum CheckpointError {
         key: String,
         /// Model parameter it feeds.
         param: String,
-        /// Shape in the file (after the row's transform, e.g. transposed).
+        /// Shape in the file.
         found: Vec<usize>,
+        /// What the row makes of it, e.g. ` (transposed: [64, 32])`; may be empty.
+        note: String,
         /// Shape the model has.
         expected: Vec<usize>,
     },

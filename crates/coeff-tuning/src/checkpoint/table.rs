@@ -89,6 +89,15 @@ enum Op {
 }
 
 impl Op {
+    fn describe(self) -> &'static str {
+        match self {
+            Op::Copy { .. } => "as stored",
+            Op::Transpose => "transposed",
+            Op::QkvWeight(_) => "one third of the rows, transposed",
+            Op::QkvBias(_) => "one third",
+        }
+    }
+
     /// The shape this op makes of a stored shape, or `None` where it does not apply.
     fn output_shape(self, stored: &[usize]) -> Option<Vec<usize>> {
         match (self, stored) {
@@ -321,17 +330,20 @@ impl KeyTable<'_> {
             let spec = &params[param];
             let info = ckpt.info(&src.key)?;
             let file = ckpt.file_of(&src.key)?.to_path_buf();
+            let output = src.op.output_shape(&info.shape);
             let shape_err = || CheckpointError::Shape {
                 path: file.clone(),
                 key: src.key.clone(),
                 param: param.clone(),
-                found: src
-                    .op
-                    .output_shape(&info.shape)
-                    .unwrap_or(info.shape.clone()),
+                found: info.shape.clone(),
+                note: match (src.op, &output) {
+                    (Op::Copy { .. }, _) => String::new(),
+                    (op, Some(s)) => format!(" ({}: {s:?})", op.describe()),
+                    (op, None) => format!(" (not a shape to read {})", op.describe()),
+                },
                 expected: spec.shape.clone(),
             };
-            let found = src.op.output_shape(&info.shape).ok_or_else(shape_err)?;
+            let found = output.clone().ok_or_else(shape_err)?;
             let fits = match src.op {
                 Op::Copy { reshape: true } => {
                     let numel = |s: &[usize]| s.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
