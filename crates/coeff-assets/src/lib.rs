@@ -192,7 +192,7 @@ pub fn extract_wheel_members(
         if let Some(parent) = out.parent() {
             std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
         }
-        write_atomic(&out, &data)?;
+        coeff_tuning::io::write_atomic(&out, &data).map_err(|e| io(&out, e))?;
     }
     Ok(dest.to_path_buf())
 }
@@ -280,13 +280,6 @@ pub fn fetch_deb_files(
         check_sha256(&p, &b, sha)?;
     }
     Ok(unpacked)
-}
-
-/// Write through a temporary file and a rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(|e| io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io(path, e))
 }
 
 #[cfg(test)]

@@ -18,22 +18,11 @@ pub struct Preprocess {
 }
 
 impl Preprocess {
-    /// CLIP's normalisation.
-    pub fn clip(size: usize) -> Self {
-        Self {
-            size,
-            mean: [0.481_454_66, 0.457_827_5, 0.408_210_73],
-            std: [0.268_629_54, 0.261_302_6, 0.275_777_1],
-        }
-    }
-
-    /// ImageNet normalisation (DINOv2, most ViTs).
-    pub fn imagenet(size: usize) -> Self {
-        Self {
-            size,
-            mean: [0.485, 0.456, 0.406],
-            std: [0.229, 0.224, 0.225],
-        }
+    /// Images of `size` pixels normalised with a checkpoint's `mean` and `std` (take them
+    /// from the model crate, e.g. `coeff_vit::Normalization::from_dir`, not from constants
+    /// here).
+    pub fn new(size: usize, mean: [f32; 3], std: [f32; 3]) -> Self {
+        Self { size, mean, std }
     }
 
     /// One image as `[3, size, size]` values, optionally flipped horizontally and shifted by

@@ -73,7 +73,7 @@ pub fn run<B: Backend>(args: &InferArgs, device: &B::Device) -> Result<()> {
     if let Some(e) = out.image_embeds {
         put("image_embeds", e.dims().to_vec(), e.into_data());
     }
-    coeff_vit::peft_format::write_safetensors(&args.output, &tensors)?;
+    coeff_tuning::checkpoint::write_f32_safetensors(&args.output, &tensors)?;
     for (k, (s, _)) in &tensors {
         eprintln!("{k}: {s:?}");
     }

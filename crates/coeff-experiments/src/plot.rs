@@ -146,19 +146,18 @@ impl Canvas {
         (s.chars().count() * 6 * scale) as f64
     }
 
-    /// Write the image as an 8-bit RGB PNG.
+    /// Write the image as an 8-bit RGB PNG (atomically, with
+    /// [`coeff_tuning::io::write_atomic_with`]).
     pub fn save_png(&self, path: &Path) -> std::io::Result<()> {
-        let file = std::fs::File::create(path)?;
-        let mut enc = png::Encoder::new(
-            std::io::BufWriter::new(file),
-            self.width as u32,
-            self.height as u32,
-        );
-        enc.set_color(png::ColorType::Rgb);
-        enc.set_depth(png::BitDepth::Eight);
-        let mut w = enc.write_header().map_err(std::io::Error::other)?;
-        w.write_image_data(&self.pixels)
-            .map_err(std::io::Error::other)
+        coeff_tuning::io::write_atomic_with(path, |file| {
+            let mut enc = png::Encoder::new(file, self.width as u32, self.height as u32);
+            enc.set_color(png::ColorType::Rgb);
+            enc.set_depth(png::BitDepth::Eight);
+            let mut w = enc.write_header().map_err(std::io::Error::other)?;
+            w.write_image_data(&self.pixels)
+                .map_err(std::io::Error::other)?;
+            w.finish().map_err(std::io::Error::other)
+        })
     }
 }
 

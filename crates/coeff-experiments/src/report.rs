@@ -46,7 +46,9 @@ impl Provenance {
     }
 }
 
-/// Write `bytes` to `path` atomically (temporary file + rename).
+/// Write `bytes` to `path` with the workspace's one atomic writer,
+/// [`coeff_tuning::io::write_atomic`] (unique temporary file, fsync, rename, directory fsync);
+/// this only adds the path to the error for `anyhow`.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     coeff_tuning::io::write_atomic(path, bytes)
         .with_context(|| format!("writing {}", path.display()))

@@ -17,6 +17,8 @@ use coeff_experiments::fewshot::train::{
 use coeff_experiments::fewshot::{build, config, summary, FewShotArgs, Preset};
 use coeff_tuning::{Method, ParamReport};
 use coeff_vit::{Activation, Family, VisionTransformer, VitConfig};
+
+const IMAGENET: coeff_vit::Normalization = coeff_vit::Normalization::IMAGENET;
 use indicatif::ProgressBar;
 
 fn tiny_vit(device: &burn::tensor::Device<Train>) -> VisionTransformer<Train> {
@@ -67,7 +69,7 @@ fn tiny_split(n_per_class: usize) -> Split {
     Split {
         inputs: Inputs::Pixels {
             images,
-            preprocess: Preprocess::imagenet(8),
+            preprocess: Preprocess::new(8, IMAGENET.mean, IMAGENET.std),
         },
         labels,
     }

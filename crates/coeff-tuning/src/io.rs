@@ -1,22 +1,84 @@
-//! Small file helpers shared by every crate of the workspace: atomic writes, f32 safetensors
-//! in and out, and the `[rows, cols] -> [cols, rows]` transpose that checkpoint conversion needs.
+//! Small file helpers shared by every crate of the workspace: the one atomic file writer, f32
+//! safetensors in and out, and the `[rows, cols] -> [cols, rows]` transpose that checkpoint
+//! conversion needs. Reading checkpoints lives in [`crate::checkpoint`].
 
 use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use safetensors::tensor::{Dtype, TensorView};
 
-/// Write `bytes` to `path` through a temporary file in the same directory and a rename, so a
-/// crash never leaves a half-written file under the final name.
+/// Write `bytes` to `path` atomically: see [`write_atomic_with`].
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut tmp: PathBuf = path.to_path_buf();
-    tmp.set_file_name(format!(".{name}.tmp"));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
+    write_atomic_with(path, |w| w.write_all(bytes))
+}
+
+/// Write `path` atomically through `write`, the one file writer every crate of the workspace
+/// uses.
+///
+/// The data goes to a temporary file in the same directory, named after the target, this
+/// process and a counter (created with `create_new`, so concurrent writers - threads or
+/// processes - never share one), is flushed and `fsync`ed, then renamed over `path`; on Unix the
+/// directory is `fsync`ed too, so the rename itself survives a crash. A reader therefore sees
+/// the old file or the new one, never a mix, and after return the new one is on disk. On any
+/// error the temporary file is removed and `path` is untouched. The error is the bare I/O error;
+/// callers add the path.
+pub fn write_atomic_with(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let name = path.file_name().ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the target path has no file name",
+        )
+    })?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let (tmp, file) = create_temp(&dir, &name.to_string_lossy())?;
+    let result = (|| {
+        let mut w = BufWriter::new(file);
+        write(&mut w)?;
+        let file = w.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&tmp, path)?;
+        sync_dir(&dir)
+    })();
+    if result.is_err() {
+        // After a successful rename the temporary name is gone and this is a no-op.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// A new, exclusively created temporary file `.<name>.<pid>.<n>.tmp` in `dir`.
+fn create_temp(dir: &Path, name: &str) -> std::io::Result<(PathBuf, File)> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let pid = std::process::id();
+    loop {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let tmp = dir.join(format!(".{name}.{pid}.{n}.tmp"));
+        match OpenOptions::new().write(true).create_new(true).open(&tmp) {
+            Ok(file) => return Ok((tmp, file)),
+            // Left behind by a killed process that had our pid: take the next number.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < u64::MAX => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Make a rename in `dir` durable (Unix; elsewhere renames are not `fsync`able this way).
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    File::open(dir)?.sync_all()?;
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
 }
 
 /// Serialise f32 tensors `(name, shape, values)` as safetensors bytes.
@@ -94,5 +156,27 @@ mod tests {
         let v = st.tensor("x").unwrap();
         assert_eq!(v.shape(), &[3, 2]);
         assert_eq!(view_to_f32(&v).unwrap(), t);
+    }
+
+    #[test]
+    fn write_atomic_replaces_and_cleans_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("a.json");
+        write_atomic(&target, b"one").unwrap();
+        write_atomic(&target, b"two").unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"two");
+        // A failing writer leaves the old file and no temporary file behind.
+        let err = write_atomic_with(&target, |w| {
+            w.write_all(b"partial")?;
+            Err(std::io::Error::other("boom"))
+        })
+        .unwrap_err();
+        assert_eq!(err.to_string(), "boom");
+        assert_eq!(std::fs::read(&target).unwrap(), b"two");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("a.json")]);
     }
 }

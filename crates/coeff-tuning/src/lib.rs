@@ -13,6 +13,9 @@
 //! - [`train`]: AdamW with path-keyed (resumable) state, global-norm clipping, warm-up + cosine.
 //! - [`peft`]: [`PeftLinear`] with LoRA / DoRA, choosing layers by module-path pattern
 //!   ([`inject`]), freezing, parameter reports, merging, adapter files.
+//! - [`checkpoint`]: safetensors checkpoints (single or sharded, memory-mapped, stored dtype
+//!   kept), loaded into any Burn module through a key table one parameter at a time; atomic
+//!   writes ([`io::write_atomic`]).
 //!
 //! ```ignore
 //! let (model, injected) = inject(model, &Method::LoraCoeff.config(8, &["query", "value"]))?;
@@ -24,6 +27,7 @@
 
 pub mod adapters;
 pub mod attention;
+pub mod checkpoint;
 pub mod error;
 pub mod io;
 pub mod nn;
@@ -36,6 +40,7 @@ pub use attention::{
     AttentionInput, AttentionOutput, Coeff, CoeffConfig, MultiHeadAttention,
     MultiHeadAttentionConfig,
 };
+pub use checkpoint::CheckpointError;
 pub use error::{PeftError, PeftResult};
 pub use peft::{
     inject, load_adapter, merge_adapters, save_adapter, set_adapters_enabled, unmerge_adapters,

@@ -138,7 +138,8 @@ impl VitConfig {
             }
             _ => usize_field(c, "intermediate_size", path, None)?,
         };
-        let image = usize_field(c, "image_size", path, Some(224))?;
+        let image_size = pair_field(c, "image_size", path, [224, 224])?;
+        let patch_size = square_patch(pair_field(c, "patch_size", path, [16, 16])?, path)?;
         let architectures: Vec<&str> = v
             .get("architectures")
             .and_then(Value::as_array)
@@ -185,9 +186,9 @@ impl VitConfig {
             num_layers: usize_field(c, "num_hidden_layers", path, None)?,
             num_heads,
             intermediate_size,
-            patch_size: usize_field(c, "patch_size", path, Some(16))?,
+            patch_size,
             num_channels: usize_field(c, "num_channels", path, Some(3))?,
-            image_size: [image, image],
+            image_size,
             layer_norm_eps: c
                 .get("layer_norm_eps")
                 .and_then(Value::as_f64)
@@ -223,7 +224,7 @@ impl VitConfig {
         };
         let args = v.get("model_args").cloned().unwrap_or(Value::Null);
         let get = |key: &str| args.get(key).or_else(|| v.get(key));
-        let (mut width, mut depth, mut heads, mut patch, mut image) =
+        let (mut width, mut depth, mut heads, mut patch, image) =
             named.unwrap_or((0, 0, 0, 16, 224));
         if named.is_none() && args.is_null() {
             return Err(config_err(
@@ -240,30 +241,25 @@ impl VitConfig {
         width = u("embed_dim", width);
         depth = u("depth", depth);
         heads = u("num_heads", heads);
-        patch = u("patch_size", patch);
-        image = match get("img_size") {
-            Some(Value::Array(a)) => a
-                .first()
-                .and_then(Value::as_u64)
-                .map(|n| n as usize)
-                .unwrap_or(image),
-            Some(x) => x.as_u64().map(|n| n as usize).unwrap_or(image),
-            None => v
+        if let Some(p) = get("patch_size") {
+            patch = square_patch(pair(p, "patch_size", path)?, path)?;
+        }
+        let [image, image_w] = match get("img_size") {
+            Some(x) => pair(x, "img_size", path)?,
+            // `pretrained_cfg.input_size` is `[channels, height, width]`.
+            None => match v
                 .get("pretrained_cfg")
                 .and_then(|p| p.get("input_size"))
                 .and_then(Value::as_array)
-                .and_then(|a| a.get(1))
-                .and_then(Value::as_u64)
-                .map(|n| n as usize)
-                .unwrap_or(image),
-        };
-        let image_w = match get("img_size") {
-            Some(Value::Array(a)) => a
-                .get(1)
-                .and_then(Value::as_u64)
-                .map(|n| n as usize)
-                .unwrap_or(image),
-            _ => image,
+                .map(|a| {
+                    a.iter()
+                        .skip(1)
+                        .filter_map(Value::as_u64)
+                        .collect::<Vec<_>>()
+                }) {
+                Some(hw) if hw.len() == 2 => [hw[0] as usize, hw[1] as usize],
+                _ => [image, image],
+            },
         };
         let mlp_ratio = get("mlp_ratio").and_then(Value::as_f64).unwrap_or(4.0);
         if get("class_token").and_then(Value::as_bool) == Some(false) {
@@ -336,6 +332,40 @@ fn config_err(path: &Path, message: String) -> VitError {
     VitError::Config {
         path: path.to_path_buf(),
         message,
+    }
+}
+
+/// An int `n` (meaning `[n, n]`) or an `[h, w]` pair, as `transformers` and timm write sizes.
+fn pair(x: &Value, key: &str, path: &Path) -> Result<[usize; 2]> {
+    let int = |x: &Value| x.as_u64().map(|n| n as usize);
+    match x {
+        Value::Array(a) => match a.as_slice() {
+            [h, w] => int(h).zip(int(w)).map(|(h, w)| [h, w]),
+            _ => None,
+        },
+        x => int(x).map(|n| [n, n]),
+    }
+    .ok_or_else(|| {
+        config_err(
+            path,
+            format!("field `{key}` must be a non-negative integer or an [h, w] pair, got {x}"),
+        )
+    })
+}
+
+fn pair_field(v: &Value, key: &str, path: &Path, default: [usize; 2]) -> Result<[usize; 2]> {
+    v.get(key).map_or(Ok(default), |x| pair(x, key, path))
+}
+
+/// The model's patches are square; `[p, p]` is accepted, `[ph, pw]` with `ph != pw` is not.
+fn square_patch([h, w]: [usize; 2], path: &Path) -> Result<usize> {
+    if h == w {
+        Ok(h)
+    } else {
+        Err(config_err(
+            path,
+            format!("patch_size [{h}, {w}] is not square; only square patches are supported"),
+        ))
     }
 }
 

@@ -22,53 +22,13 @@ pub enum VitError {
         /// What is wrong.
         message: String,
     },
-    /// A safetensors file could not be parsed.
-    #[error("{path}: safetensors: {source}")]
-    Safetensors {
-        /// The file.
-        path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: safetensors::SafeTensorError,
-    },
-    /// Checkpoint tensors the model needs are absent.
-    #[error("checkpoint {path} lacks {} tensor(s) the model needs: {}", keys.len(), keys.join(", "))]
-    MissingKeys {
-        /// The checkpoint.
-        path: PathBuf,
-        /// Checkpoint key names that were expected.
-        keys: Vec<String>,
-    },
-    /// Checkpoint tensors the key table does not map.
-    #[error("checkpoint {path} has {} tensor(s) the model does not use: {}", keys.len(), keys.join(", "))]
-    UnexpectedKeys {
-        /// The checkpoint.
-        path: PathBuf,
-        /// The unused keys.
-        keys: Vec<String>,
-    },
-    /// A checkpoint tensor has the wrong shape for the config.
-    #[error("checkpoint {path}: `{key}` has shape {found:?}, the config implies {expected:?}")]
-    Shape {
-        /// The checkpoint.
-        path: PathBuf,
-        /// Checkpoint key.
-        key: String,
-        /// Shape found.
-        found: Vec<usize>,
-        /// Shape expected.
-        expected: Vec<usize>,
-    },
-    /// A checkpoint tensor has an unsupported dtype.
-    #[error("checkpoint {path}: `{key}` has dtype {dtype}; expected F32, F16, BF16 or F64")]
-    Dtype {
-        /// The checkpoint.
-        path: PathBuf,
-        /// Checkpoint key.
-        key: String,
-        /// The dtype found.
-        dtype: String,
-    },
+    /// Reading a checkpoint or fitting it to the model failed (missing, unexpected or
+    /// mis-shaped tensors, bad files); the error names the file and keys.
+    #[error(transparent)]
+    Checkpoint(#[from] coeff_tuning::CheckpointError),
+    /// Injecting or loading adapters failed.
+    #[error(transparent)]
+    Peft(#[from] coeff_tuning::PeftError),
     /// The input image batch does not fit the model.
     #[error("input: {0}")]
     Input(String),

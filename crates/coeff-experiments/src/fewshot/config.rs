@@ -116,10 +116,12 @@ impl Backbone {
 
     /// The checkpoint's input normalisation at `size` pixels.
     pub fn preprocess(self, size: usize) -> coeff_data::Preprocess {
-        match self {
-            Backbone::Dinov2S14 => coeff_data::Preprocess::imagenet(size),
-            Backbone::ClipB16 => coeff_data::Preprocess::clip(size),
+        let n = match self {
+            Backbone::Dinov2S14 => coeff_vit::Family::Dinov2,
+            Backbone::ClipB16 => coeff_vit::Family::Clip,
         }
+        .default_normalization();
+        coeff_data::Preprocess::new(size, n.mean, n.std)
     }
 }
 
