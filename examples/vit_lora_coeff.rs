@@ -40,7 +40,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     println!(
         "loaded {} ({} layers, width {})",
         dir.display(),
-        base.config.num_layers,
+        base.config.num_hidden_layers,
         base.config.hidden_size
     );
 
@@ -80,7 +80,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         model,
         &device,
         |m, _step| -> Result<StepOutput<B>, Box<dyn Error>> {
-            let pooled = m.forward(pixels.clone())?.pooled;
+            let pooled = m.forward(pixels.clone())?.pooler_output;
             let loss = (pooled - target.clone()).powi_scalar(2).mean();
             Ok(StepOutput::new(loss))
         },
@@ -92,8 +92,8 @@ fn main() -> Result<(), Box<dyn Error>> {
     let (reloaded, _) = load_adapter(base, work.join("adapter"))?;
     // `.valid()` drops the autodiff wrapper: Coeff's alpha dropout (on whenever the backend is
     // autodiff) is off, as it must be for evaluation.
-    let a = model.valid().forward(pixels.clone().inner())?.pooled;
-    let b = reloaded.valid().forward(pixels.inner())?.pooled;
+    let a = model.valid().forward(pixels.clone().inner())?.pooler_output;
+    let b = reloaded.valid().forward(pixels.inner())?.pooler_output;
     let diff: f32 = (a - b).abs().max().into_scalar();
     println!(
         "adapter saved to {} and reloaded: max |difference| = {diff:e}",

@@ -106,8 +106,8 @@ fn vit_config(width: usize, heads: usize) -> VitConfig {
     VitConfig {
         family: Family::HfVit,
         hidden_size: width,
-        num_layers: 12,
-        num_heads: heads,
+        num_hidden_layers: 12,
+        num_attention_heads: heads,
         intermediate_size: 4 * width,
         patch_size: 16,
         num_channels: 3,

@@ -64,8 +64,8 @@ pub fn run<B: Backend>(args: &InferArgs, device: &B::Device) -> Result<()> {
     );
     put(
         "pooler_output",
-        out.pooled.dims().to_vec(),
-        out.pooled.into_data(),
+        out.pooler_output.dims().to_vec(),
+        out.pooler_output.into_data(),
     );
     if let Some(l) = out.logits {
         put("logits", l.dims().to_vec(), l.into_data());

@@ -26,8 +26,8 @@ fn tiny_vit(device: &burn::tensor::Device<Train>) -> VisionTransformer<Train> {
     VitConfig {
         family: Family::Dinov2,
         hidden_size: 16,
-        num_layers: 2,
-        num_heads: 4,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
         intermediate_size: 32,
         patch_size: 4,
         num_channels: 3,

@@ -43,9 +43,9 @@ pub struct VitConfig {
     /// Token width `D`.
     pub hidden_size: usize,
     /// Number of blocks.
-    pub num_layers: usize,
+    pub num_hidden_layers: usize,
     /// Attention heads per block.
-    pub num_heads: usize,
+    pub num_attention_heads: usize,
     /// MLP hidden width.
     pub intermediate_size: usize,
     /// Patch side in pixels.
@@ -124,7 +124,7 @@ impl VitConfig {
             }
         };
         let hidden_size = usize_field(c, "hidden_size", path, None)?;
-        let num_heads = usize_field(c, "num_attention_heads", path, None)?;
+        let num_attention_heads = usize_field(c, "num_attention_heads", path, None)?;
         let intermediate_size = match family {
             Family::Dinov2 => {
                 if c.get("use_swiglu_ffn").and_then(Value::as_bool) == Some(true) {
@@ -183,8 +183,8 @@ impl VitConfig {
         let config = VitConfig {
             family,
             hidden_size,
-            num_layers: usize_field(c, "num_hidden_layers", path, None)?,
-            num_heads,
+            num_hidden_layers: usize_field(c, "num_hidden_layers", path, None)?,
+            num_attention_heads,
             intermediate_size,
             patch_size,
             num_channels: usize_field(c, "num_channels", path, Some(3))?,
@@ -283,8 +283,8 @@ impl VitConfig {
         let config = VitConfig {
             family: Family::Timm,
             hidden_size: width,
-            num_layers: depth,
-            num_heads: heads,
+            num_hidden_layers: depth,
+            num_attention_heads: heads,
             intermediate_size: (width as f64 * mlp_ratio) as usize,
             patch_size: patch,
             num_channels: u("in_chans", 3),
@@ -303,19 +303,19 @@ impl VitConfig {
     fn validate(self, path: &Path) -> Result<Self> {
         let fail = |m: String| Err(config_err(path, m));
         if self.hidden_size == 0
-            || self.num_heads == 0
-            || self.num_layers == 0
+            || self.num_attention_heads == 0
+            || self.num_hidden_layers == 0
             || self.patch_size == 0
         {
             return fail(format!(
                 "hidden_size {}, num_attention_heads {}, num_hidden_layers {}, patch_size {} must all be positive",
-                self.hidden_size, self.num_heads, self.num_layers, self.patch_size
+                self.hidden_size, self.num_attention_heads, self.num_hidden_layers, self.patch_size
             ));
         }
-        if self.hidden_size % self.num_heads != 0 {
+        if self.hidden_size % self.num_attention_heads != 0 {
             return fail(format!(
                 "hidden_size {} is not divisible by num_attention_heads {}",
-                self.hidden_size, self.num_heads
+                self.hidden_size, self.num_attention_heads
             ));
         }
         if self.image_size[0] % self.patch_size != 0 || self.image_size[1] % self.patch_size != 0 {

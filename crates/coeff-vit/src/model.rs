@@ -35,7 +35,7 @@ pub struct VitOutput<B: Backend> {
     pub last_hidden_state: Tensor<B, 3>,
     /// `[B, D]`: HF ViT `pooler_output`, CLIP `pooler_output`, DINOv2 `pooler_output`,
     /// timm `pre_logits`.
-    pub pooled: Tensor<B, 2>,
+    pub pooler_output: Tensor<B, 2>,
     /// `[B, num_labels]`, when the model has a classification head.
     pub logits: Option<Tensor<B, 2>>,
     /// `[B, projection_dim]`, CLIP with projection.
@@ -81,11 +81,11 @@ impl VitConfig {
         };
         let lin = |i: usize, o: usize| PeftLinear::new(&LinearConfig::new(i, o), device);
         let block =
-            TransformerBlockConfig::new(d, self.num_heads, self.intermediate_size, self.activation)
+            TransformerBlockConfig::new(d, self.num_attention_heads, self.intermediate_size, self.activation)
                 .with_layer_norm_eps(self.layer_norm_eps)
                 .with_qkv_bias(self.qkv_bias)
                 .with_layer_scale(self.layer_scale);
-        let layers = (0..self.num_layers).map(|_| block.init(device)).collect();
+        let layers = (0..self.num_hidden_layers).map(|_| block.init(device)).collect();
         let [rows, cols] = self.grid();
         let normal = |shape: [usize; 3]| {
             Param::initialized(
@@ -185,7 +185,7 @@ impl<B: Backend> VisionTransformer<B> {
         let image_embeds = self.projection.as_ref().map(|p| p.forward(pooled.clone()));
         Ok(VitOutput {
             last_hidden_state: x,
-            pooled,
+            pooler_output: pooled,
             logits,
             image_embeds,
         })

@@ -554,7 +554,7 @@ pub fn verify<B: burn::tensor::backend::Backend>(
         AssetKind::ClipInt8 => {
             let (rows, mean) = rows_and_mean(out.last_hidden_state, &index("rows_index")?);
             let embeds = to_vec(out.image_embeds.expect("CLIP with projection"));
-            let pooled = to_vec(out.pooled);
+            let pooled = to_vec(out.pooler_output);
             for (suffix, req) in [("_fp32dequant", 0.999), ("", 0.98)] {
                 let label = if suffix.is_empty() {
                     " vs int8 graph"

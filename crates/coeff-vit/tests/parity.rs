@@ -37,7 +37,7 @@ fn check(model: &VisionTransformer<B>, file: &Path, outputs: &[&str]) {
     };
     for &name in outputs {
         let ours = match name {
-            "pooler_output" | "pre_logits" => Some(out.pooled.clone()),
+            "pooler_output" | "pre_logits" => Some(out.pooler_output.clone()),
             "logits" => out.logits.clone(),
             "image_embeds" => out.image_embeds.clone(),
             other => panic!("unknown output `{other}`"),

@@ -84,9 +84,9 @@ pub fn run_config<B: AutodiffBackend>(
     eprintln!(
         "backbone {} ({} layers, width {}, {} heads) at {} px",
         cfg.backbone.name(),
-        backbone.config.num_layers,
+        backbone.config.num_hidden_layers,
         backbone.config.hidden_size,
-        backbone.config.num_heads,
+        backbone.config.num_attention_heads,
         cfg.resolution
     );
     let datasets = cfg
@@ -355,7 +355,7 @@ fn features<B: burn::tensor::backend::Backend>(
         let f = model
             .forward(x)
             .expect("preprocessed to the model's input")
-            .pooled;
+            .pooler_output;
         data.extend(
             f.into_data()
                 .convert::<f32>()

@@ -50,7 +50,7 @@ impl<B: Backend> Classifier<B> {
         self.backbone
             .forward(pixels)
             .expect("input shape is checked when the data is prepared")
-            .pooled
+            .pooler_output
     }
 
     /// Logits `[B, classes]` of `pixels: [B, 3, S, S]`.
