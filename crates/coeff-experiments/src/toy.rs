@@ -26,7 +26,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::geometry::{convex_hull, distance_to_hull, minkowski_sum, P2};
-use crate::plot::{self, colors, Canvas, Frame};
+use crate::plot::{
+    self, colors, Axis, Figure, LegendEntry, LegendPos, Mark, Marker, Panel, Series,
+};
 use crate::report::{self, Provenance};
 use crate::rng::Lcg;
 
@@ -432,117 +434,103 @@ fn markdown(s: &ToySummary) -> String {
 }
 
 fn draw_graphs(s: &ToySummary, input_hull: &[P2], r0: &[P2], path: &Path) -> Result<()> {
-    let (w, h) = (3 * 360 + 40, 420);
-    let mut c = Canvas::new(w, h);
     let all = s
         .inputs
         .iter()
         .chain(&s.target)
         .chain(s.runs.iter().flat_map(|r| r.outputs.iter()))
         .chain(r0);
-    let xs = plot::padded_range(all.clone().map(|p| p[0]), 0.08);
-    let ys = plot::padded_range(all.map(|p| p[1]), 0.08);
+    let xs = plot::padded_range(all.clone().map(|p| p[0]), 0.06);
+    let ys = plot::padded_range(all.map(|p| p[1]), 0.06);
+    let pts = |ps: &[P2]| ps.iter().map(|p| (p[0], p[1])).collect::<Vec<_>>();
+    let closed = |ps: &[P2]| {
+        let mut v = pts(ps);
+        v.extend(v.first().copied());
+        v
+    };
+    let inputs = Mark::points(Marker::Disc(3));
+    let target = Mark::points(Marker::Ring(6));
+    let output = Mark::points(Marker::Disc(4));
     let series = [colors::RED, colors::BLUE, colors::GREEN];
+    let mut fig = Figure::new(1200, 470);
+    let mut legend = vec![
+        LegendEntry::new("inputs X", colors::GREY, inputs),
+        LegendEntry::new("target O", colors::BLACK, target),
+    ];
     for (k, run) in s.runs.iter().enumerate() {
-        let frame = Frame {
-            left: 60.0 + k as f64 * 360.0,
-            top: 50.0,
-            width: 300.0,
-            height: 300.0,
-            x: xs,
-            y: ys,
-            log_y: false,
-        };
-        frame.draw_axes(&mut c, &format!("{} {}", run.name, run.tuned), "", "");
-        let poly = |pts: &[P2]| pts.iter().map(|p| (p[0], p[1])).collect::<Vec<_>>();
-        frame.dashed_polygon(&mut c, &poly(input_hull), colors::GREY);
-        frame.dashed_polygon(&mut c, &poly(r0), colors::ORANGE);
+        let mut panel = Panel::new(
+            format!("{} {}: MSE {:.5}", run.name, run.tuned, run.final_loss),
+            Axis::new("").range(xs),
+            Axis::new("").range(ys),
+        )
+        .equal_aspect()
+        .series(Series::new(
+            colors::GREY,
+            Mark::dashed(2),
+            closed(input_hull),
+        ))
+        .series(Series::new(colors::ORANGE, Mark::dashed(2), closed(r0)));
         for (o, t) in run.outputs.iter().zip(&s.target) {
-            c.line(
-                frame.px(o[0], o[1]),
-                frame.px(t[0], t[1]),
-                [200, 200, 200],
-                1.0,
-            );
+            panel = panel.series(Series::new(
+                colors::LIGHT_GREY,
+                Mark::line(1),
+                vec![(o[0], o[1]), (t[0], t[1])],
+            ));
         }
-        for p in &s.inputs {
-            c.disc(frame.px(p[0], p[1]), 3.0, colors::GREY);
-        }
-        for p in &s.target {
-            c.ring(frame.px(p[0], p[1]), 5.0, colors::BLACK, 1.5);
-        }
-        for p in &run.outputs {
-            c.disc(frame.px(p[0], p[1]), 3.5, series[k]);
-        }
-        c.text(
-            frame.left,
-            50.0 + 300.0 + 24.0,
-            &format!("MSE {:.4}", run.final_loss),
-            colors::BLACK,
-            2,
+        fig = fig.panel(
+            panel
+                .series(Series::new(colors::GREY, inputs, pts(&s.inputs)))
+                .series(Series::new(colors::BLACK, target, pts(&s.target)))
+                .series(Series::new(series[k], output, pts(&run.outputs))),
         );
+        legend.push(LegendEntry::new(
+            format!("outputs {}", run.name),
+            series[k],
+            output,
+        ));
     }
-    plot::legend(
-        &mut c,
-        60.0,
-        h as f64 - 28.0,
-        &[("inputs X, target O (rings), outputs", colors::GREY)],
-    );
-    plot::legend(
-        &mut c,
-        420.0,
-        h as f64 - 28.0,
-        &[("conv(X) grey dashed, R0 orange dashed", colors::ORANGE)],
-    );
-    c.save_png(path)?;
-    Ok(())
+    legend.extend([
+        LegendEntry::new("output to its target", colors::LIGHT_GREY, Mark::line(1)),
+        LegendEntry::new("conv(X)", colors::GREY, Mark::dashed(2)),
+        LegendEntry::new(
+            "R0 = Σ_h conv(X W_v^h W_o^h)",
+            colors::ORANGE,
+            Mark::dashed(2),
+        ),
+    ]);
+    fig.legend(legend).save_png(path)
 }
 
 fn draw_losses(s: &ToySummary, path: &Path) -> Result<()> {
-    let mut c = Canvas::new(640, 420);
-    let max_step = s.args.steps as f64;
-    let ys: Vec<f64> = s
-        .runs
-        .iter()
-        .flat_map(|r| r.loss_curve.iter().copied())
-        .filter(|v| *v > 0.0)
-        .collect();
-    let lo = ys.iter().cloned().fold(f64::INFINITY, f64::min).max(1e-12);
-    let hi = ys.iter().cloned().fold(0.0, f64::max).max(lo * 10.0);
-    let frame = Frame {
-        left: 80.0,
-        top: 50.0,
-        width: 520.0,
-        height: 300.0,
-        x: (0.0, max_step),
-        y: (lo / 2.0, hi * 2.0),
-        log_y: true,
-    };
-    frame.draw_axes(&mut c, "TOY: MSE VS STEP", "step", "MSE (log)");
     let series = [colors::RED, colors::BLUE, colors::GREEN];
-    let mut entries = Vec::new();
+    let mut panel = Panel::new(
+        "Toy: training loss",
+        Axis::new("step").range((0.0, s.args.steps as f64)),
+        Axis::new("MSE (log scale)").log(),
+    )
+    .legend(LegendPos::MiddleRight);
     for (k, run) in s.runs.iter().enumerate() {
         let pts: Vec<(f64, f64)> = run
             .loss_curve
             .iter()
             .enumerate()
+            .filter(|(_, l)| **l > 0.0)
             .map(|(i, l)| ((i * 10) as f64, *l))
             .collect();
-        frame.polyline(&mut c, &pts, series[k], 2.0);
-        entries.push((format!("{} {}", run.name, run.tuned), series[k]));
+        panel = panel.series(
+            Series::new(series[k], Mark::line(2), pts).label(format!("{} {}", run.name, run.tuned)),
+        );
     }
     let bound = s.prop_4_2.mse_lower_bound;
     if bound > 0.0 {
-        frame.polyline(
-            &mut c,
-            &[(0.0, bound), (max_step, bound)],
-            colors::ORANGE,
-            1.0,
+        panel = panel.series(
+            Series::new(
+                colors::ORANGE,
+                Mark::dashed(2),
+                vec![(0.0, bound), (s.args.steps as f64, bound)],
+            )
+            .label("Prop. 4.2 floor for (i)"),
         );
-        entries.push(("Prop 4.2 floor for (i)".to_string(), colors::ORANGE));
     }
-    let refs: Vec<(&str, plot::Rgb)> = entries.iter().map(|(s, c)| (s.as_str(), *c)).collect();
-    plot::legend(&mut c, 360.0, 60.0, &refs);
-    c.save_png(path)?;
-    Ok(())
+    Figure::new(680, 440).panel(panel).save_png(path)
 }

@@ -10,7 +10,9 @@ use serde::Serialize;
 use super::config::{FewShotConfig, FsMethod};
 use super::data::Dataset;
 use super::train::RunResult;
-use crate::plot::{self, colors, Canvas, Frame};
+use crate::plot::{
+    self, colors, Axis, Figure, LegendEntry, LegendPos, Mark, Marker, Panel, Series,
+};
 use crate::report::{self, markdown_table, Provenance};
 
 /// One dataset of the sweep.
@@ -55,6 +57,18 @@ pub struct Cell {
     pub steps: usize,
     /// Median wall time per training step, mean over seeds, ms.
     pub step_ms: f64,
+}
+
+impl Cell {
+    /// Test accuracy in %: `mean ± std` over seeds, or just the accuracy with one seed (whose
+    /// spread is unknown, not zero).
+    pub fn accuracy_pct(&self) -> String {
+        if self.accuracies.len() > 1 {
+            format!("{:.1} ± {:.1}", 100.0 * self.mean, 100.0 * self.std)
+        } else {
+            format!("{:.1}", 100.0 * self.mean)
+        }
+    }
 }
 
 /// Step time of a method with coefficients over the same method without.
@@ -188,8 +202,11 @@ impl Summary {
         report::write_json(&out.join("summary.json"), self)?;
         report::write_atomic(&out.join("results.md"), self.markdown().as_bytes())?;
         if !self.cells.is_empty() {
-            self.plot_shots(&out.join("accuracy_vs_shots.png"))?;
-            self.plot_params(&out.join("accuracy_vs_params.png"))?;
+            self.shots_figure()
+                .save_png(&out.join("accuracy_vs_shots.png"))?;
+            if let Some(f) = self.params_figure() {
+                f.save_png(&out.join("accuracy_vs_params.png"))?;
+            }
         }
         Ok(())
     }
@@ -244,7 +261,7 @@ impl Summary {
             for d in &cfg.datasets {
                 for &s in &cfg.shots {
                     row.push(match self.cell(d, s, m) {
-                        Some(c) => format!("{:.1} ± {:.1}", 100.0 * c.mean, 100.0 * c.std),
+                        Some(c) => c.accuracy_pct(),
                         None => "-".into(),
                     });
                 }
@@ -308,7 +325,7 @@ impl Summary {
         let r = &cfg.recipe;
         format!(
             "# Few-shot image classification\n\n\
-             Backbone `{}` at {} px, backend `{}`, seeds {:?}. Test accuracy (%), mean ± std over seeds; \
+             Backbone `{}` at {} px, backend `{}`, seeds {:?}. Test accuracy (%){}; \
              params = trainable parameters outside the classification head.{}\n\n{table}\n\
              Datasets: {}.\n\n\
              Recipe: AdamW (lr {:e}, full fine-tuning lr {:e}, weight decay {:e}, gradient clip {:?}), \
@@ -319,6 +336,11 @@ impl Summary {
             cfg.resolution,
             self.provenance.backend,
             cfg.seeds,
+            if cfg.seeds.len() > 1 {
+                ", mean ± std over seeds"
+            } else {
+                " of one seed"
+            },
             if self.complete {
                 String::new()
             } else {
@@ -355,116 +377,106 @@ impl Summary {
         ][i]
     }
 
-    fn plot_shots(&self, path: &Path) -> Result<()> {
+    /// Accuracy vs shots, a panel per dataset, error bars where a cell has two seeds or more.
+    fn shots_figure(&self) -> Figure {
         let cfg = &self.config;
-        let panels = cfg.datasets.len();
-        let (pw, ph) = (340.0, 300.0);
-        let mut c = Canvas::new((60 + panels * 380).max(560), 430);
-        let xs: Vec<f64> = cfg.shots.iter().map(|&s| (s as f64).log2()).collect();
-        let xr = plot::padded_range(xs.iter().copied(), 0.1);
-        let yr = plot::padded_range(
+        // Log-scale shots, ticks at the shot counts, a margin of a tenth of the span.
+        let (lo, hi) = cfg
+            .shots
+            .iter()
+            .fold((f64::INFINITY, 0f64), |(lo, hi), &s| {
+                (lo.min(s as f64), hi.max(s as f64))
+            });
+        let pad = (hi / lo).powf(0.1).max(1.3);
+        let x = Axis::new("shots per class")
+            .log()
+            .range((lo / pad, hi * pad))
+            .ticks(cfg.shots.iter().map(|&s| s as f64).collect());
+        // One accuracy range for every panel, so they compare at a glance.
+        let y = Axis::new("test accuracy (%)").range(plot::padded_range(
             self.cells
                 .iter()
                 .flat_map(|c| [c.mean - c.std, c.mean + c.std])
                 .map(|v| 100.0 * v),
-            0.08,
-        );
-        let ticks: Vec<(f64, String)> = cfg
-            .shots
-            .iter()
-            .map(|&s| ((s as f64).log2(), s.to_string()))
-            .collect();
-        for (k, d) in cfg.datasets.iter().enumerate() {
-            let frame = Frame {
-                left: 60.0 + k as f64 * 380.0,
-                top: 50.0,
-                width: pw,
-                height: ph,
-                x: xr,
-                y: yr,
-                log_y: false,
-            };
-            frame.draw_axes_with_x_ticks(
-                &mut c,
-                d,
-                "shots per class (mean +- std over seeds)",
-                "test accuracy %",
-                Some(&ticks),
-            );
-            for m in self.methods() {
-                let pts: Vec<(f64, f64, f64)> = cfg
+            0.06,
+        ));
+        let mark = Mark::line_points(2, Marker::Disc(4));
+        // Methods side by side around each shot count (1 % of the axis apart), so that their
+        // error bars do not hide each other.
+        let methods = self.methods();
+        let dodge = |k: usize| {
+            let step = 0.01 * (hi * pad / (lo / pad)).ln();
+            (step * (k as f64 - (methods.len() as f64 - 1.0) / 2.0)).exp()
+        };
+        let mut fig = Figure::new(40 + 420 * cfg.datasets.len().max(1) as u32, 470);
+        for d in &cfg.datasets {
+            let mut panel = Panel::new(d.as_str(), x.clone(), y.clone());
+            for (k, &m) in methods.iter().enumerate() {
+                let cells: Vec<&Cell> = cfg
                     .shots
                     .iter()
-                    .filter_map(|&s| {
-                        self.cell(d, s, m)
-                            .map(|c| ((s as f64).log2(), 100.0 * c.mean, 100.0 * c.std))
+                    .filter_map(|&s| self.cell(d, s, m))
+                    .collect();
+                let pts = cells
+                    .iter()
+                    .map(|c| (c.shots as f64 * dodge(k), 100.0 * c.mean))
+                    .collect();
+                // Error bars only where there is a spread: two seeds or more.
+                let spread = cells
+                    .iter()
+                    .map(|c| {
+                        if c.accuracies.len() > 1 {
+                            100.0 * c.std
+                        } else {
+                            0.0
+                        }
                     })
                     .collect();
-                let col = self.color(m);
-                let line: Vec<(f64, f64)> = pts.iter().map(|p| (p.0, p.1)).collect();
-                frame.polyline(&mut c, &line, col, 2.0);
-                for (x, y, s) in pts {
-                    c.line(frame.px(x, y - s), frame.px(x, y + s), col, 1.0);
-                    c.disc(frame.px(x, y), 3.5, col);
-                }
+                panel = panel.series(Series::new(self.color(m), mark, pts).spread(spread));
             }
+            fig = fig.panel(panel);
         }
-        let entries: Vec<(&str, plot::Rgb)> = self
-            .methods()
+        let legend = methods
             .into_iter()
-            .map(|m| (m.name(), self.color(m)))
+            .map(|m| LegendEntry::new(m.name(), self.color(m), mark))
             .collect();
-        // One row under the panels.
-        let mut x = 60.0;
-        for e in &entries {
-            plot::legend(&mut c, x, 405.0, std::slice::from_ref(e));
-            x += Canvas::text_width(e.0, 1) + 34.0;
-        }
-        c.save_png(path)?;
-        Ok(())
+        let seeds = cfg.seeds.len();
+        fig.title(if seeds > 1 {
+            format!("Few-shot test accuracy, mean ± std over {seeds} seeds")
+        } else {
+            "Few-shot test accuracy, one seed".to_string()
+        })
+        .legend(legend)
     }
 
-    fn plot_params(&self, path: &Path) -> Result<()> {
-        let mut c = Canvas::new(560, 420);
+    /// Average accuracy vs trainable parameters (log scale), a point per method; `None`
+    /// without a method that has every cell.
+    fn params_figure(&self) -> Option<Figure> {
         let pts: Vec<(FsMethod, f64, f64)> = self
             .methods()
             .into_iter()
             .filter_map(|m| {
                 let params = self.cells.iter().find(|c| c.method == m)?.trainable_params;
-                Some((m, (params as f64).log10(), 100.0 * self.average(m)?))
+                Some((m, params as f64, 100.0 * self.average(m)?))
             })
             .collect();
         if pts.is_empty() {
-            return Ok(());
+            return None;
         }
-        let xr = plot::padded_range(pts.iter().map(|p| p.1), 0.15);
-        let yr = plot::padded_range(pts.iter().map(|p| p.2), 0.15);
-        let lo = xr.0.ceil() as i32;
-        let hi = xr.1.floor() as i32;
-        let ticks: Vec<(f64, String)> = (lo..=hi).map(|e| (e as f64, format!("1e{e}"))).collect();
-        let frame = Frame {
-            left: 70.0,
-            top: 50.0,
-            width: 440.0,
-            height: 300.0,
-            x: xr,
-            y: yr,
-            log_y: false,
-        };
-        frame.draw_axes_with_x_ticks(
-            &mut c,
-            "accuracy vs trainable parameters",
-            "trainable parameters incl. head (log)",
-            "average accuracy %",
-            Some(&ticks),
-        );
-        for (m, x, y) in &pts {
-            let (px, py) = frame.px(*x, *y);
-            c.disc((px, py), 5.0, self.color(*m));
-            c.text(px + 8.0, py - 10.0, m.name(), colors::BLACK, 1);
+        let mut panel = Panel::new(
+            "Average accuracy vs trainable parameters",
+            Axis::new("trainable parameters, head included (log scale)").log(),
+            Axis::new("average test accuracy (%)")
+                .range(plot::padded_range(pts.iter().map(|p| p.2), 0.12)),
+        )
+        .legend(LegendPos::LowerRight);
+        for (m, x, y) in pts {
+            panel = panel.series(
+                Series::new(self.color(m), Mark::points(Marker::Disc(6)), vec![(x, y)])
+                    .label(m.name()),
+            );
         }
-        c.save_png(path)?;
-        Ok(())
+        Some(Figure::new(640, 460).panel(panel))
     }
 }
 
@@ -477,4 +489,172 @@ pub fn mean_std(v: &[f64]) -> (f64, f64) {
     }
     let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
     (mean, var.sqrt())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use coeff_tuning::Method;
+
+    /// Method, trainable parameters with the head, then (mean, std) in % for fashion-mnist
+    /// 1/4-shot, animals 1/4-shot.
+    type Row = (FsMethod, usize, [(f64, f64); 4]);
+
+    /// The default preset's 7-method sweep of `docs/fewshot.md` (the plots there are those of
+    /// `synthetic(2)`).
+    const DOCS: [Row; 7] = [
+        (
+            FsMethod::Linear,
+            3_850,
+            [(38.5, 0.7), (55.0, 5.7), (29.2, 1.1), (44.8, 1.8)],
+        ),
+        (
+            FsMethod::Full,
+            22_060_042,
+            [(41.8, 1.8), (61.0, 3.5), (32.0, 2.8), (52.5, 13.4)],
+        ),
+        (
+            FsMethod::Peft(Method::Coeff),
+            4_282,
+            [(35.8, 0.4), (51.2, 3.9), (29.2, 5.3), (47.2, 3.2)],
+        ),
+        (
+            FsMethod::Peft(Method::Lora),
+            151_306,
+            [(42.8, 1.1), (59.0, 4.2), (29.0, 1.4), (53.8, 6.0)],
+        ),
+        (
+            FsMethod::Peft(Method::LoraCoeff),
+            151_738,
+            [(42.5, 1.4), (60.2, 3.9), (29.2, 1.8), (56.0, 6.4)],
+        ),
+        (
+            FsMethod::Peft(Method::Dora),
+            160_522,
+            [(43.5, 1.4), (60.7, 6.0), (29.2, 0.4), (54.2, 5.3)],
+        ),
+        (
+            FsMethod::Peft(Method::DoraCoeff),
+            160_954,
+            [(42.0, 1.4), (60.5, 4.9), (29.0, 1.4), (55.0, 4.9)],
+        ),
+    ];
+
+    /// A summary of the [`DOCS`] numbers with `seeds` seeds per cell (two seeds reproduce the
+    /// means and sample stds; one seed keeps the means).
+    fn synthetic(seeds: usize) -> Summary {
+        let mut config = FewShotConfig {
+            methods: DOCS.iter().map(|d| d.0).collect(),
+            seeds: (0..seeds as u64).collect(),
+            ..FewShotConfig::default()
+        };
+        config.shots = vec![1, 4];
+        config.datasets = vec!["fashion-mnist".into(), "animals".into()];
+        let mut cells = Vec::new();
+        for (di, d) in config.datasets.iter().enumerate() {
+            for (si, &shots) in config.shots.iter().enumerate() {
+                for &(method, params, acc) in &DOCS {
+                    let (mean, std) = (acc[2 * di + si].0 / 100.0, acc[2 * di + si].1 / 100.0);
+                    let accuracies: Vec<f64> = match seeds {
+                        1 => vec![mean],
+                        _ => vec![mean - std / 2f64.sqrt(), mean + std / 2f64.sqrt()],
+                    };
+                    let (mean, std) = mean_std(&accuracies);
+                    cells.push(Cell {
+                        dataset: d.clone(),
+                        shots,
+                        method,
+                        backbone: config.backbone.name(),
+                        seeds: config.seeds.clone(),
+                        accuracies,
+                        mean,
+                        std,
+                        trainable_params: params,
+                        method_params: params - 3_850,
+                        steps: 20,
+                        step_ms: 800.0,
+                    });
+                }
+            }
+        }
+        Summary {
+            experiment: "fewshot",
+            provenance: Provenance::new("ndarray", 0),
+            config,
+            datasets: Vec::new(),
+            cells,
+            overhead: Vec::new(),
+            runs: Vec::new(),
+            wall_seconds: 1.0,
+            complete: true,
+        }
+    }
+
+    #[test]
+    fn tables_show_a_spread_only_with_two_seeds_or_more() {
+        let two = synthetic(2).markdown();
+        assert!(
+            two.contains("| linear | 0.0000 | 38.5 ± 0.7 | 55.0 ± 5.7 |"),
+            "{two}"
+        );
+        assert!(two.contains("mean ± std over seeds"), "{two}");
+        let one = synthetic(1).markdown();
+        assert!(
+            one.contains("| linear | 0.0000 | 38.5 | 55.0 | 29.2 | 44.8 | **41.9** |"),
+            "{one}"
+        );
+        assert!(!one.contains('±'), "{one}");
+        assert!(one.contains("Test accuracy (%) of one seed"), "{one}");
+    }
+
+    #[test]
+    fn error_bars_only_with_two_seeds_or_more() {
+        let spreads = |s: &Summary| -> Vec<f64> {
+            s.shots_figure()
+                .panels
+                .iter()
+                .flat_map(|p| p.series.iter())
+                .flat_map(|s| s.spread.clone().unwrap_or_default())
+                .collect()
+        };
+        assert!(spreads(&synthetic(1)).iter().all(|s| *s == 0.0));
+        let two = spreads(&synthetic(2));
+        assert_eq!(two.len(), 7 * 4);
+        assert!(two.iter().all(|s| *s > 0.0), "{two:?}");
+    }
+
+    /// Decode a PNG: (width, height, RGB pixels).
+    fn decode(path: &Path) -> (u32, u32, Vec<u8>) {
+        let file = std::fs::File::open(path).unwrap();
+        let mut reader = png::Decoder::new(std::io::BufReader::new(file))
+            .read_info()
+            .unwrap();
+        let mut buf = vec![0; reader.output_buffer_size()];
+        let info = reader.next_frame(&mut buf).unwrap();
+        assert_eq!(info.color_type, png::ColorType::Rgb);
+        buf.truncate(info.buffer_size());
+        (info.width, info.height, buf)
+    }
+
+    #[test]
+    fn plots_are_written() {
+        for seeds in [1, 2] {
+            let dir = tempfile::tempdir().unwrap();
+            synthetic(seeds).write(dir.path()).unwrap();
+            for (name, size) in [
+                ("accuracy_vs_shots.png", (880, 470)),
+                ("accuracy_vs_params.png", (640, 460)),
+            ] {
+                let (w, h, px) = decode(&dir.path().join(name));
+                assert_eq!((w, h), size, "{name}");
+                let non_white = px.chunks(3).filter(|p| p.iter().any(|v| *v < 250)).count();
+                assert!(non_white > 5_000, "{name}: {non_white} non-white pixels");
+                // Every method's colour is drawn.
+                for &(m, ..) in &DOCS {
+                    let c = synthetic(1).color(m);
+                    assert!(px.chunks(3).any(|p| p == c), "{name}: no {}", m.name());
+                }
+            }
+        }
+    }
 }
