@@ -13,6 +13,12 @@
 //! boolean masks, additive biases, and a query-chunked path that never holds all `[B, H, N, M]`
 //! maps at once (for SDXL's 4096-token levels). Every projection is a [`PeftLinear`], so LoRA /
 //! DoRA attach to `query`, `key`, `value`, `output` by module path.
+//!
+//! Ours or `burn::nn::attention::MultiHeadAttention`? Burn's layer has the same four
+//! projections, but it cannot carry adapters, has no Coeff mix, takes a key width equal to the
+//! query width, and its masks are `[batch, seq]` / `[batch, n, m]` with a different input type
+//! (`MhaInput`). Use this one in any model you want to tune with this crate; the module paths
+//! (`query`, `key`, `value`, `output`) are the same as Burn's, so weights map one to one.
 
 pub mod coeff;
 
