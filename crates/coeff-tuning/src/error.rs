@@ -132,13 +132,27 @@ pub enum PeftError {
         source: std::io::Error,
     },
     /// A safetensors (de)serialisation error with the path it happened on.
-    #[error("{path}: safetensors: {source}")]
+    #[error("{path}: safetensors{}: {source}", tensor.as_ref().map(|t| format!(" tensor `{t}`")).unwrap_or_default())]
     Safetensors {
         /// The file.
         path: PathBuf,
+        /// The tensor the error is about, where it is about one.
+        tensor: Option<String>,
         /// The underlying error.
         #[source]
         source: safetensors::SafeTensorError,
+    },
+    /// A tensor of an adapter file holds NaN or infinite values.
+    #[error("adapter file {file}: tensor `{key}` has {count} non-finite value(s) (NaN or ±inf) out of {numel}")]
+    NonFinite {
+        /// The adapter safetensors file.
+        file: PathBuf,
+        /// The tensor.
+        key: String,
+        /// How many of its values are not finite.
+        count: usize,
+        /// Its number of values.
+        numel: usize,
     },
 }
 

@@ -131,6 +131,39 @@ pub fn view_to_f32(view: &TensorView<'_>) -> Option<Vec<f32>> {
     })
 }
 
+/// The tensor a malformed safetensors header is wrong about, for the errors the parser reports
+/// without a name (`TensorInvalidInfo`, `ValidationOverflow`, `MetadataIncompleteBuffer`).
+///
+/// Re-reads the header of `file` (the whole file, or at least its first `8 + n` bytes) and
+/// walks its tensors in offset order as the parser does: the first whose element count
+/// overflows, whose byte span is not `numel * dtype size`, or (when `file` is the whole file)
+/// whose span ends past the data section, is the one named. `None` where the header cannot be
+/// read or no tensor is at fault.
+pub fn blame_safetensors_header(file: &[u8]) -> Option<String> {
+    let n = usize::try_from(u64::from_le_bytes(file.get(..8)?.try_into().ok()?)).ok()?;
+    let header = file.get(8..8usize.checked_add(n)?)?;
+    let map: std::collections::BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(header).ok()?;
+    let mut tensors: Vec<(String, safetensors::tensor::TensorInfo)> = map
+        .into_iter()
+        .filter(|(k, _)| k != "__metadata__")
+        .map(|(k, v)| serde_json::from_value(v).map(|info| (k, info)))
+        .collect::<Result<_, _>>()
+        .ok()?;
+    tensors.sort_by_key(|(_, info)| info.data_offsets);
+    let data_len = file.len() - 8 - n;
+    tensors.into_iter().find_map(|(name, info)| {
+        let (s, e) = info.data_offsets;
+        let bytes = info
+            .shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .and_then(|numel| numel.checked_mul(info.dtype.size()));
+        let bad = e < s || bytes != Some(e - s) || e > data_len;
+        bad.then_some(name)
+    })
+}
+
 /// Transpose a row-major `[rows, cols]` matrix.
 pub fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut out = vec![0.0; data.len()];
@@ -156,6 +189,38 @@ mod tests {
         let v = st.tensor("x").unwrap();
         assert_eq!(v.shape(), &[3, 2]);
         assert_eq!(view_to_f32(&v).unwrap(), t);
+    }
+
+    #[test]
+    fn a_malformed_header_names_the_tensor() {
+        let file = |header: &str, data: usize| {
+            let mut b = (header.len() as u64).to_le_bytes().to_vec();
+            b.extend_from_slice(header.as_bytes());
+            b.extend(std::iter::repeat_n(0u8, data));
+            b
+        };
+        let ok = r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}"#;
+        // Span does not match shape * dtype size.
+        let bad = file(
+            &format!(r#"{ok},"b":{{"dtype":"F16","shape":[3],"data_offsets":[8,12]}}}}"#),
+            12,
+        );
+        assert!(safetensors::SafeTensors::deserialize(&bad).is_err());
+        assert_eq!(blame_safetensors_header(&bad).as_deref(), Some("b"));
+        // Element count overflows.
+        let bad = file(
+            &format!(
+                r#"{ok},"c":{{"dtype":"F32","shape":[{m},{m}],"data_offsets":[8,8]}}}}"#,
+                m = usize::MAX
+            ),
+            8,
+        );
+        assert_eq!(blame_safetensors_header(&bad).as_deref(), Some("c"));
+        // Data section shorter than the offsets.
+        let bad = file(&format!("{ok}}}"), 4);
+        assert_eq!(blame_safetensors_header(&bad).as_deref(), Some("a"));
+        // A good file blames nothing.
+        assert_eq!(blame_safetensors_header(&file(&format!("{ok}}}"), 8)), None);
     }
 
     #[test]

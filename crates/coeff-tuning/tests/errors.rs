@@ -83,22 +83,116 @@ fn shape_mismatch_is_named() {
         .unwrap()
         .replace("\"rank\": 2", "\"rank\": 4");
     std::fs::write(&cfg_path, text).unwrap();
-    let err = load_adapter(base, dir.path()).unwrap_err();
-    match err {
+    // The rank is compared with the file's factors before anything of that rank is allocated.
+    let err = load_adapter(base.clone(), dir.path()).unwrap_err();
+    match &err {
+        PeftError::BadAdapterConfig { file, message } => {
+            assert!(file.ends_with(ADAPTER_CONFIG_FILE), "{err}");
+            assert!(message.contains("lora.rank is 4"), "{err}");
+            assert!(
+                message.contains(".lora.a") || message.contains(".lora.b"),
+                "{err}"
+            );
+        }
+        other => panic!("expected a config error, got {other}"),
+    }
+    // A factor of the right rank but the wrong width is a shape mismatch naming the key.
+    std::fs::write(
+        &cfg_path,
+        std::fs::read_to_string(&cfg_path)
+            .unwrap()
+            .replace("\"rank\": 4", "\"rank\": 2"),
+    )
+    .unwrap();
+    rewrite(dir.path(), |name, shape, data| {
+        if name == "blocks.0.attn.query.lora.a" {
+            *shape = vec![shape[0] / 2, 2];
+            data.truncate(data.len() / 2);
+        }
+    });
+    match load_adapter(base, dir.path()).unwrap_err() {
         PeftError::ShapeMismatch {
             key,
             found,
             expected,
             ..
         } => {
-            assert!(
-                key.ends_with(".lora.a") || key.ends_with(".lora.b"),
-                "{key}"
-            );
+            assert_eq!(key, "blocks.0.attn.query.lora.a");
             assert_ne!(found, expected);
         }
         other => panic!("expected a shape mismatch, got {other}"),
     }
+}
+
+/// Rewrite an adapter's tensors (f32) through `edit(name, shape, values)`.
+fn rewrite(dir: &std::path::Path, mut edit: impl FnMut(&str, &mut Vec<usize>, &mut Vec<f32>)) {
+    let path = dir.join(ADAPTER_WEIGHTS_FILE);
+    let bytes = std::fs::read(&path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(k, v)| {
+            let data = coeff_tuning::io::view_to_f32(&v).unwrap();
+            (k, v.shape().to_vec(), data)
+        })
+        .collect();
+    for (k, s, v) in &mut tensors {
+        edit(k, s, v);
+    }
+    let out = coeff_tuning::io::f32_safetensors(
+        tensors
+            .iter()
+            .map(|(k, s, v)| (k.as_str(), s.as_slice(), v.as_slice())),
+        &[],
+    )
+    .unwrap();
+    std::fs::write(&path, out).unwrap();
+}
+
+#[test]
+fn a_huge_rank_is_refused_before_allocating() {
+    let (dir, base) = saved_adapter(Method::Lora);
+    let cfg_path = dir.path().join(ADAPTER_CONFIG_FILE);
+    let text = std::fs::read_to_string(&cfg_path)
+        .unwrap()
+        .replace("\"rank\": 2", "\"rank\": 1000000000000");
+    std::fs::write(&cfg_path, text).unwrap();
+    let err = load_adapter(base, dir.path()).unwrap_err().to_string();
+    assert!(err.contains("lora.rank is 1000000000000"), "{err}");
+    assert!(err.contains(ADAPTER_CONFIG_FILE), "{err}");
+}
+
+#[test]
+fn non_finite_adapter_values_are_named() {
+    let (dir, base) = saved_adapter(Method::LoraCoeff);
+    rewrite(dir.path(), |name, _, data| {
+        if name == "blocks.1.attn.coeff.alpha" {
+            data[0] = f32::NAN;
+            data[1] = f32::INFINITY;
+        }
+    });
+    let err = load_adapter(base, dir.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("`blocks.1.attn.coeff.alpha`") && err.contains("2 non-finite"),
+        "{err}"
+    );
+    assert!(err.contains(ADAPTER_WEIGHTS_FILE), "{err}");
+}
+
+#[test]
+fn a_malformed_adapter_file_names_the_tensor() {
+    let (dir, base) = saved_adapter(Method::Coeff);
+    // A header whose second tensor claims 4 values but spans 8 bytes (`TensorInvalidInfo`,
+    // which the parser reports without a name).
+    let header = r#"{"blocks.0.attn.coeff.alpha":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"blocks.1.attn.coeff.alpha":{"dtype":"F32","shape":[2,2],"data_offsets":[8,16]}}"#;
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend_from_slice(&[0u8; 16]);
+    std::fs::write(dir.path().join(ADAPTER_WEIGHTS_FILE), bytes).unwrap();
+    let err = load_adapter(base, dir.path()).unwrap_err().to_string();
+    assert!(err.contains("tensor `blocks.1.attn.coeff.alpha`"), "{err}");
+    assert!(err.contains(ADAPTER_WEIGHTS_FILE), "{err}");
 }
 
 #[test]

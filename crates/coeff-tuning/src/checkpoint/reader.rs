@@ -371,7 +371,8 @@ fn map_shard(path: &Path) -> Result<(Shard, Vec<(String, safetensors::tensor::Te
     let (n, meta) = safetensors::SafeTensors::read_metadata(&mmap).map_err(|source| {
         CheckpointError::Safetensors {
             path: path.to_path_buf(),
-            tensor: tensor_named(&source),
+            // The parser names the tensor only for some errors; find it for the others.
+            tensor: tensor_named(&source).or_else(|| crate::io::blame_safetensors_header(&mmap)),
             source,
         }
     })?;

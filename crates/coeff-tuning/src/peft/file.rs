@@ -56,6 +56,7 @@ pub fn save_adapter<B: Backend, M: Adaptable<B>>(
     )
     .map_err(|source| PeftError::Safetensors {
         path: weights.clone(),
+        tensor: None,
         source,
     })?;
     write_atomic(&weights, &data)
@@ -63,23 +64,32 @@ pub fn save_adapter<B: Backend, M: Adaptable<B>>(
 
 /// Inject the adapter saved in `dir` into `model` and load its tensors.
 ///
-/// Every tensor the injected model expects must be in the file with the same shape, and the
-/// file may hold nothing else; otherwise the error names the key.
+/// Every tensor the injected model expects must be in the file with the same shape and finite
+/// values, and the file may hold nothing else; otherwise the error names the key. A malformed
+/// file is an error naming the tensor its header is wrong about. The config's LoRA rank is
+/// checked against the file's factors before anything is allocated from it.
 pub fn load_adapter<B: Backend, M: Adaptable<B>>(
     model: M,
     dir: impl AsRef<Path>,
 ) -> Result<(M, Injected)> {
     let dir = dir.as_ref();
-    let config = read_config(&dir.join(ADAPTER_CONFIG_FILE))?;
-    let (model, injected) = inject(model, &config)?;
+    let config_path = dir.join(ADAPTER_CONFIG_FILE);
+    let config = read_config(&config_path)?;
 
     let weights = dir.join(ADAPTER_WEIGHTS_FILE);
     let bytes = std::fs::read(&weights).map_err(|source| io(&weights, source))?;
     let file =
         safetensors::SafeTensors::deserialize(&bytes).map_err(|source| PeftError::Safetensors {
             path: weights.clone(),
+            tensor: match &source {
+                safetensors::SafeTensorError::InvalidOffset(t)
+                | safetensors::SafeTensorError::TensorNotFound(t) => Some(t.clone()),
+                _ => crate::io::blame_safetensors_header(&bytes),
+            },
             source,
         })?;
+    check_rank(&config, &config_path, &file, &weights)?;
+    let (model, injected) = inject(model, &config)?;
 
     let expected = params::param_shapes(&model, &injected.trainable_prefixes());
     let mut values = BTreeMap::new();
@@ -102,6 +112,15 @@ pub fn load_adapter<B: Backend, M: Adaptable<B>>(
             key: key.clone(),
             dtype: format!("{:?}", view.dtype()),
         })?;
+        let count = data.iter().filter(|v| !v.is_finite()).count();
+        if count > 0 {
+            return Err(PeftError::NonFinite {
+                file: weights.clone(),
+                key: key.clone(),
+                count,
+                numel: data.len(),
+            });
+        }
         values.insert(key.clone(), (shape.clone(), data));
     }
     let mut extra: Vec<String> = file
@@ -118,6 +137,57 @@ pub fn load_adapter<B: Backend, M: Adaptable<B>>(
         });
     }
     Ok((params::replace_params(model, &values), injected))
+}
+
+/// The config's LoRA rank against the factors stored in the file (`*.lora.a: [d_in, r]`,
+/// `*.lora.b: [r, d_out]`), before `inject` allocates factors of that rank: a config that says
+/// `rank: 1000000000` is refused here instead of exhausting memory.
+fn check_rank(
+    config: &PeftConfig,
+    config_path: &Path,
+    file: &safetensors::SafeTensors<'_>,
+    weights: &Path,
+) -> Result<()> {
+    let Some(lora) = &config.lora else {
+        return Ok(());
+    };
+    let mut names = file.names();
+    names.sort();
+    let mut factors = 0;
+    for name in names {
+        let shape = file
+            .tensor(name)
+            .map(|v| v.shape().to_vec())
+            .unwrap_or_default();
+        let rank = if name.ends_with(".lora.a") {
+            shape.get(1).copied()
+        } else if name.ends_with(".lora.b") {
+            shape.first().copied()
+        } else {
+            continue;
+        };
+        factors += 1;
+        if rank != Some(lora.rank) {
+            return Err(PeftError::BadAdapterConfig {
+                file: config_path.to_path_buf(),
+                message: format!(
+                    "lora.rank is {}, but `{name}` in {} has shape {shape:?}",
+                    lora.rank,
+                    weights.display()
+                ),
+            });
+        }
+    }
+    if factors == 0 {
+        return Err(PeftError::BadAdapterConfig {
+            file: config_path.to_path_buf(),
+            message: format!(
+                "`lora` is set, but {} holds no LoRA factor (`*.lora.a`, `*.lora.b`)",
+                weights.display()
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Read and check an adapter config file.

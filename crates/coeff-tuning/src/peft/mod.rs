@@ -464,6 +464,12 @@ fn validate(config: &PeftConfig) -> Result<()> {
                 "LoRA rank must be positive".into(),
             ));
         }
+        if !lora.alpha.is_finite() {
+            return Err(PeftError::InvalidConfig(format!(
+                "LoRA alpha must be a finite number, got {}",
+                lora.alpha
+            )));
+        }
         if !(0.0..1.0).contains(&lora.dropout) {
             return Err(PeftError::InvalidConfig(format!(
                 "LoRA dropout must be in [0, 1), got {}",

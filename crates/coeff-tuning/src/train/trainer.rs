@@ -425,6 +425,7 @@ impl<B: AutodiffBackend> Trainer<B> {
         )
         .map_err(|source| PeftError::Safetensors {
             path: path.clone(),
+            tensor: None,
             source,
         })?;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -453,10 +454,15 @@ impl<B: AutodiffBackend> Trainer<B> {
             path: path.clone(),
             source,
         })?;
-        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
-            .map_err(|e| bad(format!("not a safetensors file ({e})")))?;
-        let st = safetensors::SafeTensors::deserialize(&bytes)
-            .map_err(|e| bad(format!("not a safetensors file ({e})")))?;
+        let not_safetensors = |e: safetensors::SafeTensorError| {
+            let tensor = crate::io::blame_safetensors_header(&bytes)
+                .map(|t| format!(", tensor `{t}`"))
+                .unwrap_or_default();
+            bad(format!("not a safetensors file ({e}{tensor})"))
+        };
+        let (_, header) =
+            safetensors::SafeTensors::read_metadata(&bytes).map_err(not_safetensors)?;
+        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(not_safetensors)?;
         let meta = header.metadata().clone().unwrap_or_default();
         let mut state: TrainState = meta
             .get("run_state")
