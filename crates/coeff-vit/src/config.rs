@@ -30,6 +30,31 @@ pub enum Family {
 /// MLP activation: the core crate's, shared by every model crate.
 pub use coeff_tuning::nn::Activation;
 
+/// The largest config [`VitConfig`] accepts. Every size a `config.json` gives is checked
+/// against these before a model is built from it, so a config alone cannot ask for more memory
+/// than [`MAX_PARAMS`](limits::MAX_PARAMS) parameters; [`load_pretrained`](crate::load_pretrained)
+/// further requires the sizes to match the checkpoint's tensors. Listed in
+/// `docs/input-checks.md`.
+pub mod limits {
+    /// `num_hidden_layers` (ViT-22B has 48).
+    pub const MAX_LAYERS: usize = 256;
+    /// `hidden_size` (ViT-22B: 6144).
+    pub const MAX_HIDDEN_SIZE: usize = 16_384;
+    /// `intermediate_size` (or `hidden_size * mlp_ratio`).
+    pub const MAX_INTERMEDIATE_SIZE: usize = 131_072;
+    /// Either side of `image_size`, and `patch_size`.
+    pub const MAX_IMAGE_SIDE: usize = 8_192;
+    /// `num_channels`.
+    pub const MAX_CHANNELS: usize = 64;
+    /// Classes of the head (`id2label` / `num_labels` / timm `num_classes`).
+    pub const MAX_LABELS: usize = 1_000_000;
+    /// CLIP's `projection_dim`.
+    pub const MAX_PROJECTION_DIM: usize = 16_384;
+    /// Parameters of the whole model, [`VitConfig::num_params`](super::VitConfig::num_params):
+    /// 2^32, 16 GiB in f32.
+    pub const MAX_PARAMS: u128 = 1 << 32;
+}
+
 fn parse_activation(name: &str, path: &Path) -> Result<Activation> {
     Activation::from_hf_name(name)
         .map_err(|message| config_err(path, format!("hidden_act: {message}")))
@@ -77,6 +102,31 @@ impl VitConfig {
             self.image_size[0] / self.patch_size,
             self.image_size[1] / self.patch_size,
         ]
+    }
+
+    /// Number of parameters of the model [`VitConfig::init`] builds (no adapters), computed
+    /// without overflow from the sizes alone.
+    pub fn num_params(&self) -> u128 {
+        let [d, i, c, p] = [
+            self.hidden_size,
+            self.intermediate_size,
+            self.num_channels,
+            self.patch_size,
+        ]
+        .map(|v| v as u128);
+        let clip = self.family == Family::Clip;
+        let [rows, cols] = self.grid().map(|v| v as u128);
+        let norm = 2 * d;
+        let embed = d * c * p * p + if clip { 0 } else { d } + d + (1 + rows * cols) * d;
+        let attn = 4 * d * d + if self.qkv_bias { 3 * d } else { 0 } + d;
+        let mlp = d * i + i + i * d + d;
+        let ls = if self.layer_scale { 2 * d } else { 0 };
+        let block = 2 * norm + attn + mlp + ls;
+        let norms = if clip { 2 * norm } else { norm };
+        let pooler = if self.hf_pooler { d * d + d } else { 0 };
+        let projection = self.projection_dim.map_or(0, |q| d * q as u128);
+        let head = self.num_labels.map_or(0, |n| d * n as u128 + n as u128);
+        embed + self.num_hidden_layers as u128 * block + norms + pooler + projection + head
     }
 
     /// Read a `config.json` of any supported family (Hugging Face or timm).
@@ -133,8 +183,8 @@ impl VitConfig {
                         "use_swiglu_ffn = true (DINOv2 giant) is not supported yet".into(),
                     ));
                 }
-                let ratio = c.get("mlp_ratio").and_then(Value::as_f64).unwrap_or(4.0);
-                (hidden_size as f64 * ratio) as usize
+                let ratio = f64_field(c, "mlp_ratio", path, 4.0)?;
+                intermediate_from_ratio(hidden_size, ratio, path)?
             }
             _ => usize_field(c, "intermediate_size", path, None)?,
         };
@@ -189,10 +239,7 @@ impl VitConfig {
             patch_size,
             num_channels: usize_field(c, "num_channels", path, Some(3))?,
             image_size,
-            layer_norm_eps: c
-                .get("layer_norm_eps")
-                .and_then(Value::as_f64)
-                .unwrap_or(default_eps),
+            layer_norm_eps: f64_field(c, "layer_norm_eps", path, default_eps)?,
             activation: parse_activation(
                 c.get("hidden_act")
                     .and_then(Value::as_str)
@@ -232,15 +279,20 @@ impl VitConfig {
                 format!("timm architecture `{arch}` is not in the built-in table; give its `model_args`"),
             ));
         }
-        let u = |key: &str, cur: usize| {
-            get(key)
-                .and_then(Value::as_u64)
-                .map(|n| n as usize)
-                .unwrap_or(cur)
+        let u = |key: &str, cur: usize| -> Result<usize> {
+            match get(key) {
+                None => Ok(cur),
+                Some(x) => x.as_u64().map(|n| n as usize).ok_or_else(|| {
+                    config_err(
+                        path,
+                        format!("field `{key}` must be a non-negative integer, got {x}"),
+                    )
+                }),
+            }
         };
-        width = u("embed_dim", width);
-        depth = u("depth", depth);
-        heads = u("num_heads", heads);
+        width = u("embed_dim", width)?;
+        depth = u("depth", depth)?;
+        heads = u("num_heads", heads)?;
         if let Some(p) = get("patch_size") {
             patch = square_patch(pair(p, "patch_size", path)?, path)?;
         }
@@ -261,7 +313,12 @@ impl VitConfig {
                 _ => [image, image],
             },
         };
-        let mlp_ratio = get("mlp_ratio").and_then(Value::as_f64).unwrap_or(4.0);
+        let mlp_ratio = match get("mlp_ratio") {
+            None => 4.0,
+            Some(x) => x.as_f64().ok_or_else(|| {
+                config_err(path, format!("field `mlp_ratio` must be a number, got {x}"))
+            })?,
+        };
         if get("class_token").and_then(Value::as_bool) == Some(false) {
             return Err(config_err(
                 path,
@@ -276,18 +333,15 @@ impl VitConfig {
                 ));
             }
         }
-        let num_classes = get("num_classes")
-            .and_then(Value::as_u64)
-            .map(|n| n as usize)
-            .unwrap_or(1000);
+        let num_classes = u("num_classes", 1000)?;
         let config = VitConfig {
             family: Family::Timm,
             hidden_size: width,
             num_hidden_layers: depth,
             num_attention_heads: heads,
-            intermediate_size: (width as f64 * mlp_ratio) as usize,
+            intermediate_size: intermediate_from_ratio(width, mlp_ratio, path)?,
             patch_size: patch,
-            num_channels: u("in_chans", 3),
+            num_channels: u("in_chans", 3)?,
             image_size: [image, image_w],
             layer_norm_eps: 1e-6,
             activation: Activation::Gelu,
@@ -300,16 +354,53 @@ impl VitConfig {
         config.validate(path)
     }
 
+    /// Check a config without a file name: every size positive and within [`limits`], the
+    /// epsilon positive and finite, the widths consistent. [`VitConfig::from_file`] runs it on
+    /// every config it reads.
+    pub fn check(&self) -> Result<()> {
+        self.clone().validate(Path::new("<config>")).map(|_| ())
+    }
+
     fn validate(self, path: &Path) -> Result<Self> {
+        use limits::*;
         let fail = |m: String| Err(config_err(path, m));
-        if self.hidden_size == 0
-            || self.num_attention_heads == 0
-            || self.num_hidden_layers == 0
-            || self.patch_size == 0
-        {
+        for (field, value, max) in [
+            ("hidden_size", self.hidden_size, MAX_HIDDEN_SIZE),
+            ("num_hidden_layers", self.num_hidden_layers, MAX_LAYERS),
+            (
+                "num_attention_heads",
+                self.num_attention_heads,
+                self.hidden_size.max(1),
+            ),
+            (
+                "intermediate_size",
+                self.intermediate_size,
+                MAX_INTERMEDIATE_SIZE,
+            ),
+            ("patch_size", self.patch_size, MAX_IMAGE_SIDE),
+            ("num_channels", self.num_channels, MAX_CHANNELS),
+            ("image_size[0]", self.image_size[0], MAX_IMAGE_SIDE),
+            ("image_size[1]", self.image_size[1], MAX_IMAGE_SIDE),
+            ("num_labels", self.num_labels.unwrap_or(1), MAX_LABELS),
+            (
+                "projection_dim",
+                self.projection_dim.unwrap_or(1),
+                MAX_PROJECTION_DIM,
+            ),
+        ] {
+            if value == 0 {
+                return fail(format!("`{field}` must be positive, got 0"));
+            }
+            if value > max {
+                return fail(format!(
+                    "`{field}` is {value}, above the limit of {max} (see docs/input-checks.md)"
+                ));
+            }
+        }
+        if !(self.layer_norm_eps.is_finite() && self.layer_norm_eps > 0.0) {
             return fail(format!(
-                "hidden_size {}, num_attention_heads {}, num_hidden_layers {}, patch_size {} must all be positive",
-                self.hidden_size, self.num_attention_heads, self.num_hidden_layers, self.patch_size
+                "`layer_norm_eps` must be a positive finite number, got {}",
+                self.layer_norm_eps
             ));
         }
         if self.hidden_size % self.num_attention_heads != 0 {
@@ -324,7 +415,60 @@ impl VitConfig {
                 self.image_size, self.patch_size
             ));
         }
+        let params = self.num_params();
+        if params > MAX_PARAMS {
+            return fail(format!(
+                "these sizes make a model of {params} parameters, above the limit of {MAX_PARAMS} \
+                 (hidden_size {}, num_hidden_layers {}, intermediate_size {}, image_size {:?}, \
+                 patch_size {}; see docs/input-checks.md)",
+                self.hidden_size,
+                self.num_hidden_layers,
+                self.intermediate_size,
+                self.image_size,
+                self.patch_size
+            ));
+        }
         Ok(self)
+    }
+}
+
+/// `hidden_size * mlp_ratio` (DINOv2, timm), with the ratio checked first: a NaN, negative or
+/// huge ratio would otherwise saturate the cast.
+fn intermediate_from_ratio(hidden: usize, ratio: f64, path: &Path) -> Result<usize> {
+    if hidden > limits::MAX_HIDDEN_SIZE {
+        return Err(config_err(
+            path,
+            format!(
+                "`hidden_size` is {hidden}, above the limit of {} (see docs/input-checks.md)",
+                limits::MAX_HIDDEN_SIZE
+            ),
+        ));
+    }
+    let width = hidden as f64 * ratio;
+    if !(ratio.is_finite() && ratio > 0.0 && width >= 1.0) {
+        return Err(config_err(
+            path,
+            format!("`mlp_ratio` must be a positive number, got {ratio}"),
+        ));
+    }
+    if width > limits::MAX_INTERMEDIATE_SIZE as f64 {
+        return Err(config_err(
+            path,
+            format!(
+                "`mlp_ratio` {ratio} makes an MLP of width {width} (hidden_size {hidden}), above the limit of {} (see docs/input-checks.md)",
+                limits::MAX_INTERMEDIATE_SIZE
+            ),
+        ));
+    }
+    Ok(width as usize)
+}
+
+fn f64_field(v: &Value, key: &str, path: &Path, default: f64) -> Result<f64> {
+    match v.get(key) {
+        None => Ok(default),
+        Some(x) => x
+            .as_f64()
+            .ok_or_else(|| config_err(path, format!("field `{key}` must be a number, got {x}"))),
     }
 }
 

@@ -29,6 +29,21 @@ pub enum VitError {
     /// Injecting or loading adapters failed.
     #[error(transparent)]
     Peft(#[from] coeff_tuning::PeftError),
+    /// A weight of a checkpoint holds NaN or infinite values (after conversion to the model's
+    /// dtype).
+    #[error("checkpoint {path}: tensor `{key}` has {count} non-finite value(s) (NaN or ±inf) out of {numel} (model parameter `{param}`)")]
+    NonFinite {
+        /// The safetensors file holding the tensor.
+        path: PathBuf,
+        /// The checkpoint key.
+        key: String,
+        /// The model parameter it feeds.
+        param: String,
+        /// How many values are not finite.
+        count: usize,
+        /// The parameter's number of values.
+        numel: usize,
+    },
     /// The input image batch does not fit the model.
     #[error("input: {0}")]
     Input(String),

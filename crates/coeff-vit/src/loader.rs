@@ -57,14 +57,17 @@
 //! model are skipped by name (listed in `ignored`): a full `CLIPModel` file's text tower,
 //! `text_projection` and `logit_scale`, `position_ids` buffers, DINOv2/ViT `mask_token`.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::backend::Backend;
+use burn::tensor::{ElementConversion, Tensor};
 pub use coeff_tuning::checkpoint::Checkpoint;
-use coeff_tuning::checkpoint::{find_weights, KeyTable, Kind, Row};
+use coeff_tuning::checkpoint::{find_weights, KeyTable, Kind, Row, TensorInfo};
 
 use crate::config::{Family, VitConfig};
-use crate::error::Result;
+use crate::error::{Result, VitError};
 use crate::model::VisionTransformer;
 
 #[rustfmt::skip]
@@ -194,33 +197,249 @@ pub fn fit_config_to_checkpoint(mut config: VitConfig, ckpt: &Checkpoint) -> Res
     Ok(config)
 }
 
+/// The sizes of `config` against the tensors of `ckpt`, from the headers alone: run before a
+/// model is built from the config, so that a `config.json` cannot make the loader allocate
+/// more than the checkpoint holds.
+///
+/// - the layers in the file (`encoder.layer.{i}.*`, `blocks.{i}.*`, ...) must be exactly
+///   `0..num_hidden_layers`;
+/// - the patch embedding `[D, C, P, P]` gives `hidden_size`, `num_channels` and `patch_size`;
+/// - the first MLP (`[I, D]`) gives `intermediate_size`;
+/// - the position embeddings hold `1 + (image_size / patch_size)^2` rows, the class token `D`
+///   values.
+///
+/// Errors name the config field, its value, the checkpoint key and its shape.
+pub fn check_config_against_checkpoint(
+    config: &VitConfig,
+    config_path: &Path,
+    ckpt: &Checkpoint,
+) -> Result<()> {
+    let table = key_table(config.family);
+    let fail = |message: String| {
+        Err(VitError::Config {
+            path: config_path.to_path_buf(),
+            message,
+        })
+    };
+    let file = ckpt.path().display();
+
+    // Layers: the indices of the table's per-layer keys.
+    let stem = table
+        .rows
+        .iter()
+        .find_map(|(key, _, _)| key.split_once("{i}").map(|(stem, _)| stem))
+        .expect("every ViT table has per-layer rows");
+    let mut layers = BTreeSet::new();
+    for key in ckpt.keys() {
+        let stripped = table
+            .prefixes
+            .iter()
+            .find_map(|p| key.strip_prefix(p))
+            .unwrap_or(&key);
+        if let Some(rest) = stripped.strip_prefix(stem) {
+            if let Some((index, _)) = rest.split_once('.') {
+                if !index.is_empty() && index.bytes().all(|b| b.is_ascii_digit()) {
+                    layers.insert(index.parse::<usize>().unwrap_or(usize::MAX));
+                }
+            }
+        }
+    }
+    let n = config.num_hidden_layers;
+    match (layers.len(), layers.last()) {
+        (0, _) => {
+            return fail(format!(
+                "`num_hidden_layers` is {n}, but {file} holds no layer (no `{stem}N.*` key)"
+            ))
+        }
+        (count, Some(&last)) if count != n || last != n - 1 => {
+            return fail(format!(
+                "`num_hidden_layers` is {n}, but {file} holds {count} layer(s) (`{stem}N.*` with N in {})",
+                summarize(&layers)
+            ))
+        }
+        _ => {}
+    }
+
+    // Widths, from the tensors that carry them.
+    let info = |param: &str| -> Result<(String, TensorInfo)> {
+        let key = table
+            .checkpoint_key(param)?
+            .expect("the table feeds every parameter");
+        let candidates =
+            std::iter::once(key.clone()).chain(table.prefixes.iter().map(|p| format!("{p}{key}")));
+        for k in candidates {
+            if ckpt.contains(&k) {
+                return Ok((k.clone(), ckpt.info(&k)?));
+            }
+        }
+        Err(VitError::Config {
+            path: config_path.to_path_buf(),
+            message: format!(
+                "{file} has no tensor `{key}` (model parameter `{param}`), which the config's sizes are checked against"
+            ),
+        })
+    };
+    let numel = |i: &TensorInfo| i.numel().unwrap_or(usize::MAX);
+    let (d, c, p) = (config.hidden_size, config.num_channels, config.patch_size);
+
+    let (key, patch) = info("patch_embed.weight")?;
+    let s = &patch.shape;
+    if s.len() != 4 || s[2] != s[3] {
+        return fail(format!(
+            "the patch embedding `{key}` in {file} has shape {s:?}, not [hidden_size, num_channels, patch_size, patch_size]"
+        ));
+    }
+    for (field, value, stored) in [
+        ("hidden_size", d, s[0]),
+        ("num_channels", c, s[1]),
+        ("patch_size", p, s[2]),
+    ] {
+        if value != stored {
+            return fail(format!(
+                "`{field}` is {value}, but the patch embedding `{key}` in {file} has shape {s:?} ({field} {stored})"
+            ));
+        }
+    }
+
+    let (key, cls) = info("cls_token")?;
+    if numel(&cls) != d {
+        return fail(format!(
+            "`hidden_size` is {d}, but the class token `{key}` in {file} has shape {:?}",
+            cls.shape
+        ));
+    }
+
+    let (key, fc1) = info("layers.0.mlp.fc1.base.weight")?;
+    if fc1.shape.len() != 2 || fc1.shape[1] != d || fc1.shape[0] != config.intermediate_size {
+        return fail(format!(
+            "`intermediate_size` is {} (hidden_size {d}), but the first MLP layer `{key}` in {file} has shape {:?} ([intermediate_size, hidden_size])",
+            config.intermediate_size, fc1.shape
+        ));
+    }
+
+    let (key, pos) = info("pos_embed")?;
+    let [rows, cols] = config.grid();
+    let tokens = 1 + rows * cols;
+    if numel(&pos) != tokens * d {
+        return fail(format!(
+            "`image_size` {:?} with patch_size {p} needs {tokens} position embeddings of width {d}, but `{key}` in {file} has shape {:?}",
+            config.image_size, pos.shape
+        ));
+    }
+    Ok(())
+}
+
+/// `0..=5`, or `0..=3, 7, 12` for a set with gaps (at most a few items).
+fn summarize(set: &BTreeSet<usize>) -> String {
+    let first = *set.first().expect("non-empty");
+    let last = *set.last().expect("non-empty");
+    if last - first + 1 == set.len() {
+        return format!("{first}..={last}");
+    }
+    let items: Vec<String> = set.iter().take(8).map(usize::to_string).collect();
+    let more = if set.len() > 8 { ", ..." } else { "" };
+    format!("{{{}{more}}}", items.join(", "))
+}
+
 /// Load `ckpt` into `model` (built from a config fitted to the checkpoint) through the
 /// family's table. Every model parameter must be provided exactly once with a compatible
 /// shape, and every checkpoint key must be used (or explicitly ignored); errors list all the
-/// keys at fault with the parameters they would feed.
+/// keys at fault with the parameters they would feed. A weight with NaN or infinite values is
+/// an error naming its checkpoint key ([`VitError::NonFinite`]).
 pub fn load_weights<B: Backend>(
     model: VisionTransformer<B>,
     ckpt: &Checkpoint,
 ) -> Result<VisionTransformer<B>> {
     let table = key_table(model.config.family);
-    Ok(table.load(model, ckpt)?)
+    let model = table.load(model, ckpt)?;
+    if let Some((param, count, numel)) = first_non_finite(&model) {
+        let key = table
+            .checkpoint_key(&param)?
+            .and_then(|k| {
+                std::iter::once(k.clone())
+                    .chain(table.prefixes.iter().map(|p| format!("{p}{k}")))
+                    .find(|k| ckpt.contains(k))
+            })
+            .unwrap_or_else(|| param.clone());
+        let path = ckpt
+            .file_of(&key)
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|_| ckpt.path().to_path_buf());
+        return Err(VitError::NonFinite {
+            path,
+            key,
+            param,
+            count,
+            numel,
+        });
+    }
+    Ok(model)
+}
+
+/// The first float parameter (in module order) with NaN or infinite values: its path, how many
+/// such values, its size. Counted on the device, one parameter at a time.
+pub fn first_non_finite<B: Backend, M: Module<B>>(model: &M) -> Option<(String, usize, usize)> {
+    struct Scan {
+        stack: Vec<String>,
+        found: Option<(String, usize, usize)>,
+    }
+    impl<B: Backend> ModuleVisitor<B> for Scan {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.stack.push(name.to_string());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.stack.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            if self.found.is_some() {
+                return;
+            }
+            let t = param.val();
+            let numel = t.shape().num_elements();
+            let bad: i64 = t.is_finite().bool_not().int().sum().into_scalar().elem();
+            if bad > 0 {
+                self.found = Some((self.stack.join("."), bad as usize, numel));
+            }
+        }
+    }
+    let mut scan = Scan {
+        stack: Vec::new(),
+        found: None,
+    };
+    model.visit(&mut scan);
+    scan.found
 }
 
 /// Load a checkpoint directory: `config.json` + the weights (`model.safetensors`, a sharded
 /// `model.safetensors.index.json`, their `fp16` variants, or the older
 /// `pytorch_model.safetensors` / `open_clip_model.safetensors`), Hugging Face layout or a timm
 /// checkpoint with its `config.json`.
+///
+/// The config is checked against the file's tensor shapes before the model is built
+/// ([`check_config_against_checkpoint`]) and the loaded weights must be finite
+/// ([`load_weights`]).
 pub fn load_pretrained<B: Backend>(
     dir: impl AsRef<Path>,
     device: &B::Device,
 ) -> Result<VisionTransformer<B>> {
     let dir = dir.as_ref();
-    let config = VitConfig::from_file(dir.join("config.json"))?;
+    let config_path = dir.join("config.json");
+    let config = VitConfig::from_file(&config_path)?;
     let weights = find_weights(
         dir,
         &["pytorch_model.safetensors", "open_clip_model.safetensors"],
     )?;
     let ckpt = Checkpoint::open(&weights)?;
     let config = fit_config_to_checkpoint(config, &ckpt)?;
+    // `fit_config_to_checkpoint` took the head and projection sizes from the file: check them
+    // against the limits too, then every other size against the file, before allocating.
+    config.check().map_err(|e| match e {
+        VitError::Config { message, .. } => VitError::Config {
+            path: weights.clone(),
+            message,
+        },
+        e => e,
+    })?;
+    check_config_against_checkpoint(&config, &config_path, &ckpt)?;
     load_weights(config.init(device), &ckpt)
 }

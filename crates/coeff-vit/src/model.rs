@@ -139,6 +139,11 @@ impl<B: Backend> VisionTransformer<B> {
     pub fn embed(&self, pixel_values: Tensor<B, 4>) -> Result<Tensor<B, 3>> {
         let cfg = &self.config;
         let [batch, channels, h, w] = pixel_values.dims();
+        if batch == 0 {
+            return Err(VitError::Input(
+                "pixel_values holds 0 images ([B, C, H, W] with B = 0); give at least one".into(),
+            ));
+        }
         if channels != cfg.num_channels {
             return Err(VitError::Input(format!(
                 "pixel_values has {channels} channels, the model expects {} ([B, C, H, W])",
