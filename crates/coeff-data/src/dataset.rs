@@ -326,9 +326,48 @@ pub enum OnBadFile {
     Skip,
 }
 
-/// `root/<class>/<image>.{png,jpg,jpeg}`; classes are the sorted sub-directory names.
-/// Returns the set and the files skipped (only with [`OnBadFile::Skip`]).
+/// Largest image side [`image_folder`] decodes (either dimension), in pixels.
+pub const MAX_IMAGE_SIDE: u32 = 1 << 15;
+/// Most memory the decoder of one image may allocate (the `image` crate's default): a larger
+/// image is an error naming the file, not an abort.
+pub const MAX_DECODE_BYTES: u64 = 512 << 20;
+
+/// `root/<class>/<image>.{png,jpg,jpeg}` at full size; classes are the sorted sub-directory
+/// names, and there must be at least two. Returns the set and the files skipped (only with
+/// [`OnBadFile::Skip`]).
+///
+/// Every image is held as f32 at its own size (a 24-megapixel photo takes 290 MB): for a
+/// model input of known size use [`image_folder_resized`], which holds each image at that
+/// size only.
 pub fn image_folder(root: &Path, on_bad: OnBadFile) -> Result<(ImageSet, Vec<PathBuf>)> {
+    read_folder(root, on_bad, None)
+}
+
+/// [`image_folder`] with each image resized to `side x side` as it is decoded, by the same
+/// bilinear resampling as [`Preprocess`](crate::Preprocess) (half-pixel centres, edge
+/// clamped), straight from the decoded 8-bit pixels.
+///
+/// Memory: the set holds `channels * side * side` f32 per image whatever the source resolution;
+/// while loading, one decoded 8-bit image at a time (at most [`MAX_DECODE_BYTES`], sides up to
+/// [`MAX_IMAGE_SIDE`]). Numerics: `Preprocess::new(side, ..)` of a resized image gives exactly
+/// the values it gives for the full-size image, flips and shifts included, because resampling
+/// an image already at the output size reads its pixels unchanged.
+pub fn image_folder_resized(
+    root: &Path,
+    on_bad: OnBadFile,
+    side: usize,
+) -> Result<(ImageSet, Vec<PathBuf>)> {
+    if side == 0 {
+        return Err(format(root, "the resize side must be positive, got 0"));
+    }
+    read_folder(root, on_bad, Some(side))
+}
+
+fn read_folder(
+    root: &Path,
+    on_bad: OnBadFile,
+    side: Option<usize>,
+) -> Result<(ImageSet, Vec<PathBuf>)> {
     let mut classes: Vec<String> = std::fs::read_dir(root)
         .map_err(|e| io(root, e))?
         .filter_map(|e| e.ok())
@@ -336,11 +375,23 @@ pub fn image_folder(root: &Path, on_bad: OnBadFile) -> Result<(ImageSet, Vec<Pat
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     classes.sort();
-    if classes.is_empty() {
-        return Err(format(
-            root,
-            "no class sub-directories (expected root/<class>/<image>)",
-        ));
+    match classes.as_slice() {
+        [] => {
+            return Err(format(
+                root,
+                "no class sub-directories (expected root/<class>/<image>)",
+            ))
+        }
+        [one] => {
+            return Err(format(
+                root,
+                format!(
+                    "only one class sub-directory (`{one}`); a classifier needs at least 2 \
+                     (expected root/<class>/<image>)"
+                ),
+            ))
+        }
+        _ => {}
     }
     let mut set = ImageSet {
         images: vec![],
@@ -365,7 +416,7 @@ pub fn image_folder(root: &Path, on_bad: OnBadFile) -> Result<(ImageSet, Vec<Pat
             .collect();
         files.sort();
         for file in files {
-            match decode(&file) {
+            match decode(&file, side) {
                 Ok(img) => {
                     set.images.push(img);
                     set.labels.push(label);
@@ -381,38 +432,69 @@ pub fn image_folder(root: &Path, on_bad: OnBadFile) -> Result<(ImageSet, Vec<Pat
     Ok((set, skipped))
 }
 
-fn decode(path: &Path) -> Result<Image> {
-    let img = image::open(path).map_err(|e| DataError::Format {
+/// One image file as `[C, H, W]` values in `[0, 1]` (grey stays grey, anything with colour
+/// becomes RGB), at full size or resized to `side x side`.
+fn decode(path: &Path, side: Option<usize>) -> Result<Image> {
+    let bad = |message: String| DataError::Format {
         path: path.to_path_buf(),
-        message: format!("cannot decode image: {e}"),
-    })?;
-    let (channels, pixels, w, h) = if img.color().has_color() {
-        let rgb = img.to_rgb8();
+        message,
+    };
+    let mut reader = image::ImageReader::open(path).map_err(|e| io(path, e))?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    reader.limits(limits);
+    let img = reader
+        .decode()
+        .map_err(|e| bad(format!("cannot decode image: {e}")))?;
+    let (channels, raw, w, h) = if img.color().has_color() {
+        let rgb = img.into_rgb8();
         let (w, h) = rgb.dimensions();
-        // HWC -> CHW
-        let raw = rgb.into_raw();
-        let mut chw = vec![0.0; raw.len()];
-        let hw = (w * h) as usize;
-        for (i, px) in raw.chunks_exact(3).enumerate() {
-            for c in 0..3 {
-                chw[c * hw + i] = px[c] as f32 / 255.0;
-            }
-        }
-        (3, chw, w, h)
+        (3, rgb.into_raw(), w as usize, h as usize)
     } else {
-        let g = img.to_luma8();
+        let g = img.into_luma8();
         let (w, h) = g.dimensions();
-        (
-            1,
-            g.into_raw().into_iter().map(|v| v as f32 / 255.0).collect(),
-            w,
-            h,
-        )
+        (1, g.into_raw(), w as usize, h as usize)
+    };
+    // The one conversion from 8-bit to [0, 1], shared by both paths so they agree exactly.
+    let value = |y: usize, x: usize, c: usize| raw[(y * w + x) * channels + c] as f32 / 255.0;
+    let (height, width, pixels) = match side {
+        None => {
+            // HWC -> CHW
+            let mut chw = Vec::with_capacity(raw.len());
+            for c in 0..channels {
+                for y in 0..h {
+                    for x in 0..w {
+                        chw.push(value(y, x, c));
+                    }
+                }
+            }
+            (h, w, chw)
+        }
+        Some(s) => {
+            let mut out = Vec::with_capacity(channels * s * s);
+            for c in 0..channels {
+                for y in 0..s {
+                    for x in 0..s {
+                        out.push(crate::preprocess::bilinear(
+                            |yy, xx| value(yy, xx, c),
+                            h,
+                            w,
+                            y as i64,
+                            x as i64,
+                            s,
+                        ));
+                    }
+                }
+            }
+            (s, s, out)
+        }
     };
     Ok(Image {
         channels,
-        height: h as usize,
-        width: w as usize,
+        height,
+        width,
         pixels,
     })
 }

@@ -7,8 +7,9 @@
 //!   only the opcodes and NumPy globals array pickles use (a pickle is a program: nothing is
 //!   executed, anything else is refused with the opcode and its offset);
 //! - [`dataset`]: Fashion-MNIST (IDX), the classic `mnist.pkl.gz`, the animal-silhouette
-//!   pickles, and `ImageFolder` (`root/<class>/<image>.{png,jpg}`) with a choice between an
-//!   error and a counted skip for undecodable files;
+//!   pickles, and `ImageFolder` (`root/<class>/<image>.{png,jpg}`, at least two classes) with
+//!   a choice between an error and a counted skip for undecodable files, at full size or
+//!   resized per image as it is decoded (memory independent of the source resolution);
 //! - [`fetch`]: the listed datasets fetched by the project (pinned versions, sha256, cache);
 //! - [`sampler`]: seeded k-shot sampling and a fixed, disjoint test set;
 //! - [`preprocess`]: resize, grey -> RGB, the checkpoint's normalisation, light augmentation.
@@ -22,7 +23,8 @@ pub mod preprocess;
 pub mod sampler;
 
 pub use dataset::{
-    animal_silhouettes, fashion_mnist, image_folder, mnist_pickle, Image, ImageSet, OnBadFile,
+    animal_silhouettes, fashion_mnist, image_folder, image_folder_resized, mnist_pickle, Image,
+    ImageSet, OnBadFile,
 };
 pub use error::{DataError, Result};
 pub use preprocess::Preprocess;
