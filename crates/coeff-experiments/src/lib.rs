@@ -7,7 +7,7 @@
 //! - [`fetch`]: download, convert and verify the real pretrained ViTs.
 //! - [`infer`]: run a ViT checkpoint on a `pixel_values` file.
 //! - shared pieces: [`backend`] (chosen by Cargo feature), [`report`], [`plot`], [`geometry`],
-//!   [`rng`].
+//!   [`rng`], [`limits`] (bounds on flags, see `docs/input-checks.md`).
 
 pub mod backend;
 pub mod bench;
@@ -15,6 +15,7 @@ pub mod fetch;
 pub mod fewshot;
 pub mod geometry;
 pub mod infer;
+pub mod limits;
 pub mod plot;
 pub mod report;
 pub mod rng;

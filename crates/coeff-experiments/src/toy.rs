@@ -14,7 +14,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{bail, ensure, Context, Result};
 use burn::module::{AutodiffModule, Param};
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
@@ -53,6 +53,35 @@ pub struct ToyArgs {
     /// The target is the input graph expanded by this factor about its centroid.
     #[arg(long, default_value_t = 1.5)]
     pub scale: f64,
+}
+
+impl ToyArgs {
+    /// Refuse flags the experiment cannot run with, naming the flag, the value and the limit
+    /// (see [`crate::limits`]).
+    pub fn validate(&self) -> Result<()> {
+        use crate::limits::{TOY_MAX_HEADS, TOY_MAX_NODES, TOY_MAX_STEPS};
+        for (flag, value, min, max) in [
+            ("--nodes", self.nodes, 3, TOY_MAX_NODES),
+            ("--heads", self.heads, 1, TOY_MAX_HEADS),
+            ("--steps", self.steps, 1, TOY_MAX_STEPS),
+        ] {
+            ensure!(
+                (min..=max).contains(&value),
+                "{flag} must be between {min} and {max}, got {value} (see docs/input-checks.md)"
+            );
+        }
+        ensure!(
+            self.lr.is_finite() && self.lr > 0.0,
+            "--lr must be a positive finite number, got {:?}",
+            self.lr
+        );
+        ensure!(
+            self.scale.is_finite(),
+            "--scale must be a finite number, got {:?}",
+            self.scale
+        );
+        Ok(())
+    }
 }
 
 /// One run's result.
@@ -125,13 +154,8 @@ pub fn run<B: AutodiffBackend>(
     backend: &'static str,
     device: &B::Device,
 ) -> Result<ToySummary> {
-    anyhow::ensure!(
-        args.nodes >= 3,
-        "--nodes must be at least 3, got {}",
-        args.nodes
-    );
-    anyhow::ensure!(args.heads >= 1, "--heads must be at least 1");
-    std::fs::create_dir_all(out)?;
+    args.validate()?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let provenance = Provenance::new(backend, args.seed);
     let mut rng = Lcg::new(args.seed);
     let (n, h) = (args.nodes, args.heads);
@@ -143,6 +167,11 @@ pub fn run<B: AutodiffBackend>(
     // Every target node lies outside conv(X); attention with softmax maps cannot get there.
     let target = x.clone().inner().mul_scalar(args.scale);
     let target_pts = points(target.clone());
+    ensure!(
+        target_pts.iter().flatten().all(|v| v.is_finite()),
+        "--scale {:?} makes the target graph non-finite in f32",
+        args.scale
+    );
     let input_pts = points(x.clone().inner());
     let input_hull = convex_hull(&input_pts);
     let r0 = value_bound(&start.valid(), &input_pts);
@@ -170,7 +199,7 @@ pub fn run<B: AutodiffBackend>(
         };
         let (layer, injected) = inject(start.clone(), &config)?;
         let t0 = Instant::now();
-        let (layer, loss_curve) = train(layer, x.clone(), target.clone(), args, name);
+        let (layer, loss_curve) = train(layer, x.clone(), target.clone(), args, name)?;
         let wall_s = t0.elapsed().as_secs_f64();
         let layer = layer.valid();
         let y = layer
@@ -178,6 +207,15 @@ pub fn run<B: AutodiffBackend>(
             .context;
         let final_loss = mse(y.clone(), target.clone());
         let outputs = points(y);
+        // The last update can still overflow; the geometry below needs finite points.
+        ensure!(
+            final_loss.is_finite() && outputs.iter().flatten().all(|v| v.is_finite()),
+            "run {name}: the outputs are not finite after step {} (--lr {:?}, --scale {:?}): \
+             training diverged; try a smaller --lr",
+            args.steps,
+            args.lr,
+            args.scale
+        );
         let own_bound = value_bound(&layer, &input_pts);
         let outside = |hull: &[P2]| {
             outputs
@@ -241,13 +279,14 @@ pub fn run<B: AutodiffBackend>(
     Ok(summary)
 }
 
+/// Adam on the MSE; a non-finite loss (divergence) is an error naming the step and the flags.
 fn train<B: AutodiffBackend>(
     mut layer: MultiHeadAttention<B>,
     x: Tensor<B, 3>,
     target: Tensor<B::InnerBackend, 3>,
     args: &ToyArgs,
     name: &str,
-) -> (MultiHeadAttention<B>, Vec<f64>) {
+) -> Result<(MultiHeadAttention<B>, Vec<f64>)> {
     let target = Tensor::<B, 3>::from_inner(target);
     let mut optim = AdamConfig::new().init::<B, MultiHeadAttention<B>>();
     let bar = ProgressBar::new(args.steps as u64).with_style(
@@ -260,8 +299,17 @@ fn train<B: AutodiffBackend>(
     for step in 0..args.steps {
         let y = layer.forward(AttentionInput::self_attn(x.clone())).context;
         let loss = (y - target.clone()).powi_scalar(2).mean();
+        let l: f64 = loss.clone().into_scalar().elem::<f64>();
+        if !l.is_finite() {
+            bar.finish_and_clear();
+            bail!(
+                "run {name}: the loss is {l} at step {step} (--lr {:?}, --scale {:?}): training \
+                 diverged; try a smaller --lr",
+                args.lr,
+                args.scale
+            );
+        }
         if step % 10 == 0 {
-            let l: f64 = loss.clone().into_scalar().elem::<f64>();
             curve.push(l);
             bar.set_message(format!("{l:.5}"));
         }
@@ -270,7 +318,7 @@ fn train<B: AutodiffBackend>(
         bar.inc(1);
     }
     bar.finish_and_clear();
-    (layer, curve)
+    Ok((layer, curve))
 }
 
 /// Start weights: random filters `W_q, W_k` sharp enough to be interesting, and value paths

@@ -362,12 +362,12 @@ fn dataset_errors_name_what_is_missing() {
     let tmp = tempfile::tempdir().unwrap();
     let err = format!(
         "{:#}",
-        data::load("mnist", Some(tmp.path()), tmp.path(), 5, &mut |_| {}).unwrap_err()
+        data::load("mnist", Some(tmp.path()), tmp.path(), 5, 56, &mut |_| {}).unwrap_err()
     );
     assert!(err.contains("mnist.pkl.gz"), "{err}");
     let err = format!(
         "{:#}",
-        data::load("cifar", Some(tmp.path()), tmp.path(), 5, &mut |_| {}).unwrap_err()
+        data::load("cifar", Some(tmp.path()), tmp.path(), 5, 56, &mut |_| {}).unwrap_err()
     );
     assert!(err.contains("unknown dataset `cifar`"), "{err}");
     // An ImageFolder with too few images for the requested test set.
@@ -377,7 +377,7 @@ fn dataset_errors_name_what_is_missing() {
     let spec = format!("folder:{}", tmp.path().join("imgs").display());
     let err = format!(
         "{:#}",
-        data::load(&spec, None, tmp.path(), 5, &mut |_| {}).unwrap_err()
+        data::load(&spec, None, tmp.path(), 5, 56, &mut |_| {}).unwrap_err()
     );
     assert!(err.contains("cat"), "{err}");
 }

@@ -114,6 +114,14 @@ impl Backbone {
         }
     }
 
+    /// Attention heads per layer (for the memory bound of [`validate`]).
+    pub fn heads(self) -> usize {
+        match self {
+            Backbone::Dinov2S14 => 6,
+            Backbone::ClipB16 => 12,
+        }
+    }
+
     /// The checkpoint's input normalisation at `size` pixels.
     pub fn preprocess(self, size: usize) -> coeff_data::Preprocess {
         let n = match self {
@@ -379,14 +387,29 @@ fn merge(base: &mut toml::Table, over: toml::Table) {
     }
 }
 
-/// Reject settings that cannot run, naming the field.
+/// Images per forward pass outside training: test-set evaluation and the linear probe's
+/// feature extraction use fixed batches of at most this many.
+pub const EVAL_BATCH: usize = 64;
+
+/// Reject settings that cannot run, naming the field (and the flag that sets it) with the
+/// value; sizes no file confirms are bounded by [`crate::limits`].
 pub fn validate(cfg: &FewShotConfig) -> Result<()> {
+    use crate::limits::{
+        attention_elements, MAX_ATTENTION_ELEMENTS, MAX_BATCH_SIZE, MAX_LORA_RANK, MAX_RESOLUTION,
+    };
     let p = cfg.backbone.patch();
     if cfg.resolution < p || cfg.resolution % p != 0 {
         bail!(
             "resolution {} must be a positive multiple of {}'s patch side {p}",
             cfg.resolution,
             cfg.backbone.name()
+        );
+    }
+    if cfg.resolution > MAX_RESOLUTION {
+        bail!(
+            "`resolution` (--resolution) is {}, above the limit of {MAX_RESOLUTION} pixels \
+             (see docs/input-checks.md)",
+            cfg.resolution
         );
     }
     for (field, empty) in [
@@ -399,6 +422,24 @@ pub fn validate(cfg: &FewShotConfig) -> Result<()> {
             bail!("`{field}` is empty: nothing to run");
         }
     }
+    fn no_duplicates<T: PartialEq + std::fmt::Display>(field: &str, items: &[T]) -> Result<()> {
+        for (i, a) in items.iter().enumerate() {
+            if items[..i].contains(a) {
+                bail!(
+                    "`{field}` (--{field}) lists `{a}` twice; each value runs once, so a \
+                     repeated one would only overwrite its own results"
+                );
+            }
+        }
+        Ok(())
+    }
+    no_duplicates("datasets", &cfg.datasets)?;
+    no_duplicates("shots", &cfg.shots)?;
+    no_duplicates(
+        "methods",
+        &cfg.methods.iter().map(|m| m.name()).collect::<Vec<_>>(),
+    )?;
+    no_duplicates("seeds", &cfg.seeds)?;
     if cfg.shots.contains(&0) {
         bail!("`shots` contains 0");
     }
@@ -408,6 +449,33 @@ pub fn validate(cfg: &FewShotConfig) -> Result<()> {
     let r = &cfg.recipe;
     if r.epochs == 0 || r.batch_size == 0 {
         bail!("`recipe.epochs` and `recipe.batch_size` must be positive");
+    }
+    if r.batch_size > MAX_BATCH_SIZE {
+        bail!(
+            "`recipe.batch_size` (--batch-size) is {}, above the limit of {MAX_BATCH_SIZE} \
+             (see docs/input-checks.md)",
+            r.batch_size
+        );
+    }
+    let tokens = 1 + (cfg.resolution / p).pow(2);
+    let batch = r.batch_size.max(EVAL_BATCH);
+    let elements = attention_elements(batch, cfg.backbone.heads(), tokens);
+    if elements > MAX_ATTENTION_ELEMENTS {
+        bail!(
+            "`resolution` {} (--resolution) with batches of {batch} images (`recipe.batch_size` \
+             {}, evaluation {EVAL_BATCH}) makes attention maps of {elements} elements per layer \
+             ({} heads x {tokens}^2 tokens per image), above the limit of \
+             {MAX_ATTENTION_ELEMENTS} (see docs/input-checks.md)",
+            cfg.resolution,
+            r.batch_size,
+            cfg.backbone.heads()
+        );
+    }
+    if r.lora_rank == 0 || r.lora_rank > MAX_LORA_RANK {
+        bail!(
+            "`recipe.lora_rank` must be between 1 and {MAX_LORA_RANK}, got {}",
+            r.lora_rank
+        );
     }
     if r.warmup_epochs > r.epochs {
         bail!(
@@ -423,6 +491,36 @@ pub fn validate(cfg: &FewShotConfig) -> Result<()> {
     ] {
         if !(lr.is_finite() && lr > 0.0) {
             bail!("`{field}` must be a positive number, got {lr}");
+        }
+    }
+    let a = &r.adamw;
+    for (field, value, ok) in [
+        (
+            "recipe.coeff_dropout",
+            r.coeff_dropout,
+            (0.0..1.0).contains(&r.coeff_dropout),
+        ),
+        ("recipe.adamw.beta1", a.beta1, (0.0..1.0).contains(&a.beta1)),
+        ("recipe.adamw.beta2", a.beta2, (0.0..1.0).contains(&a.beta2)),
+        ("recipe.adamw.eps", a.eps, a.eps.is_finite() && a.eps > 0.0),
+        (
+            "recipe.adamw.weight_decay",
+            a.weight_decay,
+            a.weight_decay.is_finite() && a.weight_decay >= 0.0,
+        ),
+        (
+            "recipe.adamw.grad_clip",
+            a.grad_clip.unwrap_or(1.0),
+            a.grad_clip.is_none_or(|c| c.is_finite() && c > 0.0),
+        ),
+        (
+            "checkpoint_secs",
+            cfg.checkpoint_secs,
+            cfg.checkpoint_secs.is_finite() && cfg.checkpoint_secs >= 0.0,
+        ),
+    ] {
+        if !ok {
+            bail!("`{field}` is out of range: {value}");
         }
     }
     Ok(())

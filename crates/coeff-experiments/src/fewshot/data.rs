@@ -23,11 +23,17 @@ pub struct Dataset {
 ///
 /// With `data = Some(DIR)` nothing is downloaded: `DIR/fashion-mnist/*.gz` (IDX),
 /// `DIR/mnist.pkl.gz`, `DIR/animal_{data,label}_version_3.gz`.
+///
+/// An ImageFolder's images are resized to `resolution` as they are decoded
+/// ([`coeff_data::image_folder_resized`]: memory does not depend on the photos' size, and the
+/// preprocessed values are those of the full-size images). The 28 x 28 datasets are kept as
+/// they are and resized once, by the preprocessing.
 pub fn load(
     spec: &str,
     data: Option<&Path>,
     cache: &Path,
     test_per_class: usize,
+    resolution: usize,
     log: &mut dyn FnMut(&str),
 ) -> Result<Dataset> {
     let local = |name: &str| -> Result<Option<PathBuf>> {
@@ -76,7 +82,11 @@ pub fn load(
         }
         other => match other.strip_prefix("folder:") {
             Some(root) => {
-                let (set, skipped) = coeff_data::image_folder(Path::new(root), OnBadFile::Error)?;
+                let (set, skipped) = coeff_data::image_folder_resized(
+                    Path::new(root),
+                    OnBadFile::Error,
+                    resolution,
+                )?;
                 debug_assert!(skipped.is_empty());
                 (set, None, root.to_string())
             }

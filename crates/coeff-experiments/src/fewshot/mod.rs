@@ -68,13 +68,37 @@ pub fn run_config<B: AutodiffBackend>(
     device: &B::Device,
 ) -> Result<summary::Summary> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    crate::report::write_json(&out.join("config.json"), cfg)?;
+    // Check first, write after: every run this sweep would reuse or resume must have been
+    // made with this sweep's settings, and the data and backbone must load, before
+    // `config.json` is replaced, so a refused sweep leaves the directory as it was.
+    let runs = plan(cfg)?;
+    for (_, spec, fingerprint) in &runs {
+        let dir = spec.dir(out);
+        train::finished(&dir, fingerprint)?;
+        train::check_checkpoint(&dir, fingerprint)?;
+    }
     let cache = args
         .cache
         .clone()
         .unwrap_or_else(coeff_vit::pretrained::default_cache_dir);
     let t_sweep = Instant::now();
 
+    // The datasets first: a bad local dataset fails before the backbone is downloaded.
+    let datasets = cfg
+        .datasets
+        .iter()
+        .map(|d| {
+            data::load(
+                d,
+                args.data.as_deref(),
+                &cache,
+                cfg.test_per_class,
+                cfg.resolution,
+                &mut |m| eprintln!("{d}: {m}"),
+            )
+            .with_context(|| format!("loading dataset `{d}`"))
+        })
+        .collect::<Result<Vec<_>>>()?;
     let asset = cfg.backbone.asset();
     let ckpt_dir =
         coeff_vit::pretrained::fetch(&asset, &cache, &mut |m| eprintln!("{}: {m}", asset.name))
@@ -89,22 +113,18 @@ pub fn run_config<B: AutodiffBackend>(
         backbone.config.num_attention_heads,
         cfg.resolution
     );
-    let datasets = cfg
-        .datasets
-        .iter()
-        .map(|d| {
-            data::load(
-                d,
-                args.data.as_deref(),
-                &cache,
-                cfg.test_per_class,
-                &mut |m| eprintln!("{d}: {m}"),
-            )
-            .with_context(|| format!("loading dataset `{d}`"))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    crate::report::write_json(&out.join("config.json"), cfg)?;
     let mut results = Vec::new();
-    sweep(cfg, args, out, &backbone, &datasets, device, &mut results)?;
+    sweep(
+        cfg,
+        args,
+        out,
+        runs,
+        &backbone,
+        &datasets,
+        device,
+        &mut results,
+    )?;
     let summary = summary::Summary::new(
         cfg,
         backend,
@@ -116,37 +136,47 @@ pub fn run_config<B: AutodiffBackend>(
     Ok(summary)
 }
 
+/// Every (dataset index, run, fingerprint) of the sweep, in the order they run.
+fn plan(cfg: &FewShotConfig) -> Result<Vec<(usize, RunSpec, String)>> {
+    let mut runs = Vec::new();
+    for (di, dataset) in cfg.datasets.iter().enumerate() {
+        for &shots in &cfg.shots {
+            for &seed in &cfg.seeds {
+                for &method in &cfg.methods {
+                    let spec = RunSpec {
+                        dataset: dataset.clone(),
+                        shots,
+                        method,
+                        seed,
+                    };
+                    let fingerprint = serde_json::to_string(&Fingerprint {
+                        format: "coeff-tuning-burn/fewshot-run/v1",
+                        backbone: cfg.backbone,
+                        resolution: cfg.resolution,
+                        test_per_class: cfg.test_per_class,
+                        recipe: &cfg.recipe,
+                        spec: &spec,
+                    })?;
+                    runs.push((di, spec, fingerprint));
+                }
+            }
+        }
+    }
+    Ok(runs)
+}
+
+#[allow(clippy::too_many_arguments)]
 fn sweep<B: AutodiffBackend>(
     cfg: &FewShotConfig,
     args: &FewShotArgs,
     out: &Path,
+    runs: Vec<(usize, RunSpec, String)>,
     backbone: &VisionTransformer<B>,
     datasets: &[data::Dataset],
     device: &B::Device,
     results: &mut Vec<RunResult>,
 ) -> Result<()> {
     let preprocess = cfg.backbone.preprocess(cfg.resolution);
-    let runs: Vec<(usize, RunSpec)> = datasets
-        .iter()
-        .enumerate()
-        .flat_map(|(di, d)| {
-            cfg.shots.iter().flat_map(move |&shots| {
-                cfg.seeds.iter().flat_map(move |&seed| {
-                    cfg.methods.iter().map(move |&method| {
-                        (
-                            di,
-                            RunSpec {
-                                dataset: d.name.clone(),
-                                shots,
-                                method,
-                                seed,
-                            },
-                        )
-                    })
-                })
-            })
-        })
-        .collect();
     let multi = MultiProgress::new();
     let overall = multi.add(ProgressBar::new(runs.len() as u64));
     overall.set_style(
@@ -161,16 +191,8 @@ fn sweep<B: AutodiffBackend>(
     // Frozen-backbone features for the linear probe, computed once per image set.
     let frozen = backbone.valid();
     let mut test_features: BTreeMap<usize, Split> = BTreeMap::new();
-    for (di, spec) in runs {
+    for (di, spec, fingerprint) in runs {
         let ds = &datasets[di];
-        let fingerprint = serde_json::to_string(&Fingerprint {
-            format: "coeff-tuning-burn/fewshot-run/v1",
-            backbone: cfg.backbone,
-            resolution: cfg.resolution,
-            test_per_class: cfg.test_per_class,
-            recipe: &cfg.recipe,
-            spec: &spec,
-        })?;
         let dir = spec.dir(out);
         if let Some(r) = train::finished(&dir, &fingerprint)? {
             say(
@@ -341,7 +363,8 @@ pub fn build<B: AutodiffBackend>(
     })
 }
 
-/// Frozen-backbone pooled features of `images`, in batches of 32.
+/// Frozen-backbone pooled features of `images`, in batches of 32 (at most
+/// [`config::EVAL_BATCH`], the bound `validate` checks).
 fn features<B: burn::tensor::backend::Backend>(
     model: &VisionTransformer<B>,
     images: &[Image],
