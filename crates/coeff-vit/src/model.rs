@@ -80,12 +80,18 @@ impl VitConfig {
                 .init(device)
         };
         let lin = |i: usize, o: usize| PeftLinear::new(&LinearConfig::new(i, o), device);
-        let block =
-            TransformerBlockConfig::new(d, self.num_attention_heads, self.intermediate_size, self.activation)
-                .with_layer_norm_eps(self.layer_norm_eps)
-                .with_qkv_bias(self.qkv_bias)
-                .with_layer_scale(self.layer_scale);
-        let layers = (0..self.num_hidden_layers).map(|_| block.init(device)).collect();
+        let block = TransformerBlockConfig::new(
+            d,
+            self.num_attention_heads,
+            self.intermediate_size,
+            self.activation,
+        )
+        .with_layer_norm_eps(self.layer_norm_eps)
+        .with_qkv_bias(self.qkv_bias)
+        .with_layer_scale(self.layer_scale);
+        let layers = (0..self.num_hidden_layers)
+            .map(|_| block.init(device))
+            .collect();
         let [rows, cols] = self.grid();
         let normal = |shape: [usize; 3]| {
             Param::initialized(
