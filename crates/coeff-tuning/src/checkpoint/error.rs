@@ -71,8 +71,8 @@ pub enum CheckpointError {
         "checkpoint {path} does not fit the model: {} missing, {} unexpected{}{}{}",
         missing.len(),
         unexpected.len(),
-        list("\n  missing (checkpoint key -> model parameter): ", missing),
-        list("\n  unexpected (checkpoint key, what it would feed): ", unexpected),
+        list("\n  missing (checkpoint key -> model parameter):", missing),
+        list("\n  unexpected (checkpoint key, what it would feed):", unexpected),
         if prefixes.is_empty() { String::new() } else { format!("\n  (keys may carry the prefix {})", prefixes.join(" or ")) }
     )]
     KeysMismatch {
