@@ -52,6 +52,9 @@ enum Command {
     },
     /// Run a ViT checkpoint directory on `pixel_values` from a safetensors file.
     Infer(infer::InferArgs),
+    /// Peak memory of loading a synthetic checkpoint (`--mb`, f32 and f16) through the
+    /// streaming checkpoint loader.
+    BenchLoad(bench::LoadArgs),
 }
 
 fn main() -> Result<()> {
@@ -91,6 +94,9 @@ fn main() -> Result<()> {
             iters,
         } => bench::run_mix::<backend::Train>(batch, heads, tokens, iters, &device)?,
         Command::Infer(args) => infer::run::<backend::Inner>(&args, &device)?,
+        Command::BenchLoad(args) => {
+            bench::run_load::<backend::Inner>(&args, &cli.out, backend::NAME, &device)?
+        }
         Command::Fetch(args) => fetch::run::<backend::Inner>(&args, &cli.out, &device)?,
         Command::BenchAttention(args) => {
             bench::run::<backend::Train>(&args, &cli.out, backend::NAME, &device)?

@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn::tensor::backend::Backend;
-use coeff_tuning::checkpoint::{write_f32_safetensors, Checkpoint, CheckpointError};
+use coeff_tuning::checkpoint::{write_f32_safetensors, Checkpoint, CheckpointError, ShapeMismatch};
 use coeff_tuning::io::transpose;
 use coeff_tuning::peft::params;
 use coeff_tuning::{inject, Injected, LoraConfig, PeftConfig};
@@ -427,14 +427,14 @@ pub fn import_peft<B: Backend>(
     for (path, shape) in &expected {
         let (found, _) = &values[path];
         if found != shape {
-            return Err(CheckpointError::Shape {
+            return Err(CheckpointError::from(ShapeMismatch {
                 path: weights,
                 key: sources[path].clone(),
                 param: path.clone(),
                 found: found.clone(),
                 note: " (in Burn's layout)".into(),
                 expected: shape.clone(),
-            }
+            })
             .into());
         }
     }

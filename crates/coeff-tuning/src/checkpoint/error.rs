@@ -71,8 +71,8 @@ pub enum CheckpointError {
         "checkpoint {path} does not fit the model: {} missing, {} unexpected{}{}{}",
         missing.len(),
         unexpected.len(),
-        list("\n  missing (checkpoint key -> model parameter): ", missing),
-        list("\n  unexpected (checkpoint key, what it would feed): ", unexpected),
+        list("\n  missing (checkpoint key -> model parameter):", missing),
+        list("\n  unexpected (checkpoint key, what it would feed):", unexpected),
         if prefixes.is_empty() { String::new() } else { format!("\n  (keys may carry the prefix {})", prefixes.join(" or ")) }
     )]
     KeysMismatch {
@@ -99,21 +99,8 @@ pub enum CheckpointError {
         second: String,
     },
     /// A tensor's shape does not fit the model parameter it feeds.
-    #[error("checkpoint {path}: `{key}` has shape {found:?}{note}, model parameter `{param}` needs {expected:?}")]
-    Shape {
-        /// The checkpoint.
-        path: PathBuf,
-        /// Checkpoint key.
-        key: String,
-        /// Model parameter it feeds.
-        param: String,
-        /// Shape in the file.
-        found: Vec<usize>,
-        /// What the row makes of it, e.g. ` (transposed: [64, 32])`; may be empty.
-        note: String,
-        /// Shape the model has.
-        expected: Vec<usize>,
-    },
+    #[error(transparent)]
+    Shape(Box<ShapeMismatch>),
     /// A tensor's dtype cannot be read the way it is asked for.
     #[error("checkpoint {path}: `{key}` has dtype {dtype}; {wanted}")]
     Dtype {
@@ -144,6 +131,30 @@ pub enum CheckpointError {
         /// What is wrong.
         message: String,
     },
+}
+
+/// The details of [`CheckpointError::Shape`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("checkpoint {path}: `{key}` has shape {found:?}{note}, model parameter `{param}` needs {expected:?}")]
+pub struct ShapeMismatch {
+    /// The checkpoint file.
+    pub path: PathBuf,
+    /// Checkpoint key.
+    pub key: String,
+    /// Model parameter it feeds.
+    pub param: String,
+    /// Shape in the file.
+    pub found: Vec<usize>,
+    /// What the table row makes of it, e.g. ` (transposed: [64, 32])`; may be empty.
+    pub note: String,
+    /// Shape the model has.
+    pub expected: Vec<usize>,
+}
+
+impl From<ShapeMismatch> for CheckpointError {
+    fn from(m: ShapeMismatch) -> Self {
+        CheckpointError::Shape(Box::new(m))
+    }
 }
 
 fn list(title: &str, items: &[String]) -> String {

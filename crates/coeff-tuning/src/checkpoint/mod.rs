@@ -16,7 +16,7 @@ mod reader;
 mod table;
 mod writer;
 
-pub use error::{CheckpointError, Result};
+pub use error::{CheckpointError, Result, ShapeMismatch};
 pub use reader::{find_weights, Checkpoint, TensorBytes, TensorInfo, WEIGHT_FILES};
 pub use safetensors::Dtype;
 pub use table::{KeyTable, Kind, Row};

@@ -260,6 +260,28 @@ impl Checkpoint {
         })
     }
 
+    /// Hand the pages of `key` back to the operating system once its data has been copied out
+    /// (`MADV_DONTNEED` on Unix; a no-op elsewhere), so that loading a whole checkpoint does
+    /// not leave it all mapped into this process. The pages stay in the page cache, and a
+    /// later read maps them again.
+    pub(crate) fn release(&self, key: &str) {
+        #[cfg(unix)]
+        if let Some(e) = self.tensors.get(key).filter(|e| e.end > e.start) {
+            // SAFETY: the mapping is shared, read-only and file-backed: after DONTNEED the next
+            // access reads the same bytes back from the file. The only caller releases a
+            // tensor after its bytes were copied, with no borrow of them alive.
+            let _ = unsafe {
+                self.shards[e.shard].mmap.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    e.start,
+                    e.end - e.start,
+                )
+            };
+        }
+        #[cfg(not(unix))]
+        let _ = key;
+    }
+
     /// One tensor in its stored dtype: F64, F32, F16 and BF16 stay as they are (convert once
     /// the model's dtype is known, e.g. with `TensorData::convert_dtype`); integer dtypes
     /// become I64. BOOL and the F8 types are refused.

@@ -24,8 +24,9 @@
 //! reports *all* missing and unexpected keys at once, each with the model parameter it
 //! would feed. Only then does a Burn `ModuleMapper` walk the model: for each parameter it looks
 //! up its source key, reads that one tensor from the memory map, applies the row's transform in
-//! the stored dtype and converts to the parameter's dtype. No map of all values is built, so
-//! the heap holds at most one tensor in transit besides the model itself.
+//! the stored dtype and converts to the parameter's dtype, and hands the tensor's mapped pages
+//! back to the system. No map of all values is built and the file does not stay mapped, so
+//! the process holds at most about one tensor in transit besides the model itself.
 
 use std::collections::BTreeMap;
 
@@ -35,7 +36,7 @@ use burn::tensor::{Element, Int, Tensor, TensorData};
 use regex::Regex;
 use safetensors::tensor::Dtype;
 
-use super::error::{CheckpointError, Result};
+use super::error::{CheckpointError, Result, ShapeMismatch};
 use super::reader::{Checkpoint, Le, TensorBytes};
 
 /// How one table row maps checkpoint tensors onto module parameters (see the module docs).
@@ -331,7 +332,7 @@ impl KeyTable<'_> {
             let info = ckpt.info(&src.key)?;
             let file = ckpt.file_of(&src.key)?.to_path_buf();
             let output = src.op.output_shape(&info.shape);
-            let shape_err = || CheckpointError::Shape {
+            let shape_err = || ShapeMismatch {
                 path: file.clone(),
                 key: src.key.clone(),
                 param: param.clone(),
@@ -354,7 +355,7 @@ impl KeyTable<'_> {
                 _ => found == spec.shape,
             };
             if !fits {
-                return Err(shape_err());
+                return Err(shape_err().into());
             }
             let float = super::reader::burn_float_dtype(info.dtype).is_some();
             let int = matches!(
@@ -527,7 +528,12 @@ impl Loader<'_> {
             .bytes(&src.key)
             .and_then(|t| cut(self.ckpt, &src.key, t, src.op, shape))
         {
-            Ok(data) => Some(data),
+            Ok(data) => {
+                // The value is copied out: unmap its pages so that a whole checkpoint never
+                // sits in this process (they stay in the page cache).
+                self.ckpt.release(&src.key);
+                Some(data)
+            }
             Err(e) => {
                 self.error = Some(e);
                 None
