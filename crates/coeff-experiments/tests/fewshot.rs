@@ -236,6 +236,10 @@ fn a_checkpoint_from_other_settings_is_refused() {
     .to_string();
     assert!(err.contains("other settings"), "{err}");
     assert!(err.contains("checkpoint.safetensors"), "{err}");
+    assert!(
+        err.contains(&format!("delete {} to restart that run", tmp.path().display())),
+        "{err}"
+    );
 }
 
 #[test]
