@@ -237,7 +237,10 @@ fn a_checkpoint_from_other_settings_is_refused() {
     assert!(err.contains("other settings"), "{err}");
     assert!(err.contains("checkpoint.safetensors"), "{err}");
     assert!(
-        err.contains(&format!("delete {} to restart that run", tmp.path().display())),
+        err.contains(&format!(
+            "delete {} to restart that run",
+            tmp.path().display()
+        )),
         "{err}"
     );
 }

@@ -139,8 +139,8 @@ pub fn load_adapter<B: Backend, M: Adaptable<B>>(
     Ok((params::replace_params(model, &values), injected))
 }
 
-/// The config's LoRA rank against the factors stored in the file (`*.lora.a: [d_in, r]`,
-/// `*.lora.b: [r, d_out]`), before `inject` allocates factors of that rank: a config that says
+/// The config's LoRA rank against the factors stored in the file (`*.lora.a`, `*.lora.b` of
+/// linear and conv layers), before `inject` allocates factors of that rank: a config that says
 /// `rank: 1000000000` is refused here instead of exhausting memory.
 fn check_rank(
     config: &PeftConfig,
@@ -159,13 +159,15 @@ fn check_rank(
             .tensor(name)
             .map(|v| v.shape().to_vec())
             .unwrap_or_default();
-        let rank = if name.ends_with(".lora.a") {
-            shape.get(1).copied()
-        } else if name.ends_with(".lora.b") {
-            shape.first().copied()
-        } else {
-            continue;
+        // Where the rank sits: linear `a [in, r]`, `b [r, out]`; conv `a [r, in, kh, kw]`,
+        // `b [out, r, 1, 1]`.
+        let (a, b) = (name.ends_with(".lora.a"), name.ends_with(".lora.b"));
+        let axis = match (a, b, shape.len()) {
+            (true, _, 4) | (_, true, 2) => 0,
+            (true, _, _) | (_, true, _) => 1,
+            _ => continue,
         };
+        let rank = shape.get(axis).copied();
         factors += 1;
         if rank != Some(lora.rank) {
             return Err(PeftError::BadAdapterConfig {
