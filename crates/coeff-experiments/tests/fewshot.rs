@@ -275,6 +275,33 @@ fn a_diverging_run_stops_and_keeps_a_finite_checkpoint() {
 }
 
 #[test]
+fn a_run_that_overflows_on_its_last_step_is_an_error_not_an_accuracy() {
+    let _serial = serial();
+    let mut cfg = tiny_config();
+    // One step (batch = the 9 training images, one epoch) at a learning rate that moves every
+    // weight to about 1e30: the loss of that step is finite, the trained model is not.
+    cfg.recipe.batch_size = 9;
+    cfg.recipe.epochs = 1;
+    cfg.recipe.warmup_epochs = 0;
+    cfg.recipe.full_lr = 1e30;
+    cfg.recipe.adamw.grad_clip = None;
+    let tmp = tempfile::tempdir().unwrap();
+    let err = format!(
+        "{:#}",
+        run(&cfg, FsMethod::Full, tmp.path(), None).unwrap_err()
+    );
+    assert!(
+        err.contains("diverged") && err.contains("not finite") && err.contains("1e30"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("delete {}", tmp.path().display())),
+        "{err}"
+    );
+    assert!(!tmp.path().join("result.json").exists());
+}
+
+#[test]
 fn trainable_parameters_per_method() {
     let _serial = serial();
     let cfg = tiny_config();

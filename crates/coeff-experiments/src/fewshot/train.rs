@@ -173,22 +173,35 @@ pub fn logits<B: Backend>(
     }
 }
 
-/// Accuracy of `model` on `split`, in batches of `batch`.
+/// Accuracy of `model` on `split`, in batches of `batch`. Non-finite logits (a model that
+/// diverged on its last steps) are an error, not an accuracy.
 pub fn accuracy<B: Backend>(
     model: &Classifier<B>,
     split: &Split,
     batch: usize,
     device: &B::Device,
-) -> f64 {
+) -> Result<f64> {
     let mut correct = 0usize;
     let all: Vec<usize> = (0..split.len()).collect();
     for idx in all.chunks(batch) {
-        let pred = logits(model, split, idx, None, device).argmax(1);
+        let out = logits(model, split, idx, None, device);
+        let bad: i64 = out
+            .clone()
+            .is_finite()
+            .bool_not()
+            .int()
+            .sum()
+            .into_scalar()
+            .elem();
+        if bad > 0 {
+            bail!("{bad} of the model's logits on the test images are not finite (NaN or ±inf)");
+        }
+        let pred = out.argmax(1);
         let truth = split.labels::<B>(idx, device).reshape([idx.len(), 1]);
         let hits: i64 = pred.equal(truth).int().sum().into_scalar().elem();
         correct += hits as usize;
     }
-    correct as f64 / split.len().max(1) as f64
+    Ok(correct as f64 / split.len().max(1) as f64)
 }
 
 /// How a call to [`train_run`] ended.
@@ -439,12 +452,27 @@ pub fn train_run<B: AutodiffBackend>(
         }
     };
     let state = trainer.state();
+    // The trainer stops on a non-finite loss or gradient; the last update can still overflow.
+    let diverged = |what: String| {
+        anyhow::anyhow!(
+            "{}: {what} after the last step (learning rate {base_lr:?}): training diverged; \
+             lower the learning rate and delete {} to restart that run",
+            spec.label(),
+            dir.display()
+        )
+    };
+    if let Some((param, count, numel)) = coeff_vit::loader::first_non_finite(&model) {
+        return Err(diverged(format!(
+            "parameter `{param}` has {count} non-finite value(s) out of {numel}"
+        )));
+    }
 
     (ctl.on_trained)(&model)?;
     ctl.bar
         .set_message(format!("{} | evaluating", spec.label()));
     let inner = model.valid();
-    let acc = accuracy(&inner, test, 64, device);
+    let acc = accuracy(&inner, test, super::config::EVAL_BATCH, device)
+        .map_err(|e| diverged(e.to_string()))?;
     let (trainable_params, method_params, total_params) = report;
     let step_ms = crate::report::median(state.timed_step_ms());
     let last_epoch: Vec<f64> = state.losses[state.losses.len().saturating_sub(per_epoch)..]
