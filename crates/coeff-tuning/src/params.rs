@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
-use burn::tensor::{backend::Backend, Tensor, TensorData};
+use burn::tensor::{backend::Backend, ElementConversion, Tensor, TensorData};
 use serde::Serialize;
 
 /// Trainable vs total parameter counts.
@@ -253,4 +253,39 @@ where
         };
         Param::from_mapped_value(id, tensor, mapper)
     }
+}
+
+/// The first float parameter (in module order) with NaN or infinite values: its path, how many
+/// such values, its size. Counted on the device, one parameter at a time (for a checkpoint
+/// just loaded, or a model just trained).
+pub fn first_non_finite<B: Backend, M: Module<B>>(model: &M) -> Option<(String, usize, usize)> {
+    struct Scan {
+        stack: Vec<String>,
+        found: Option<(String, usize, usize)>,
+    }
+    impl<B: Backend> ModuleVisitor<B> for Scan {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.stack.push(name.to_string());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.stack.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            if self.found.is_some() {
+                return;
+            }
+            let t = param.val();
+            let numel = t.shape().num_elements();
+            let bad: i64 = t.is_finite().bool_not().int().sum().into_scalar().elem();
+            if bad > 0 {
+                self.found = Some((self.stack.join("."), bad as usize, numel));
+            }
+        }
+    }
+    let mut scan = Scan {
+        stack: Vec::new(),
+        found: None,
+    };
+    model.visit(&mut scan);
+    scan.found
 }

@@ -60,9 +60,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::backend::Backend;
-use burn::tensor::{ElementConversion, Tensor};
 pub use coeff_tuning::checkpoint::Checkpoint;
 use coeff_tuning::checkpoint::{find_weights, KeyTable, Kind, Row, TensorInfo};
 
@@ -352,7 +350,7 @@ pub fn load_weights<B: Backend>(
 ) -> Result<VisionTransformer<B>> {
     let table = key_table(model.config.family);
     let model = table.load(model, ckpt)?;
-    if let Some((param, count, numel)) = first_non_finite(&model) {
+    if let Some((param, count, numel)) = coeff_tuning::params::first_non_finite(&model) {
         let key = table
             .checkpoint_key(&param)?
             .and_then(|k| {
@@ -374,40 +372,6 @@ pub fn load_weights<B: Backend>(
         });
     }
     Ok(model)
-}
-
-/// The first float parameter (in module order) with NaN or infinite values: its path, how many
-/// such values, its size. Counted on the device, one parameter at a time.
-pub fn first_non_finite<B: Backend, M: Module<B>>(model: &M) -> Option<(String, usize, usize)> {
-    struct Scan {
-        stack: Vec<String>,
-        found: Option<(String, usize, usize)>,
-    }
-    impl<B: Backend> ModuleVisitor<B> for Scan {
-        fn enter_module(&mut self, name: &str, _: &str) {
-            self.stack.push(name.to_string());
-        }
-        fn exit_module(&mut self, _: &str, _: &str) {
-            self.stack.pop();
-        }
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            if self.found.is_some() {
-                return;
-            }
-            let t = param.val();
-            let numel = t.shape().num_elements();
-            let bad: i64 = t.is_finite().bool_not().int().sum().into_scalar().elem();
-            if bad > 0 {
-                self.found = Some((self.stack.join("."), bad as usize, numel));
-            }
-        }
-    }
-    let mut scan = Scan {
-        stack: Vec::new(),
-        found: None,
-    };
-    model.visit(&mut scan);
-    scan.found
 }
 
 /// Load a checkpoint directory: `config.json` + the weights (`model.safetensors`, a sharded

@@ -222,7 +222,8 @@ pub struct Control<'a, B: Backend> {
     pub stop_after: Option<usize>,
     /// Progress bar of this run.
     pub bar: &'a ProgressBar,
-    /// Called with the trained model before evaluation (e.g. to save the adapter).
+    /// Called with the trained model once it has evaluated to finite logits, before the
+    /// result is written (e.g. to save the adapter).
     pub on_trained: &'a mut dyn FnMut(&Classifier<B>) -> Result<()>,
 }
 
@@ -461,18 +462,18 @@ pub fn train_run<B: AutodiffBackend>(
             dir.display()
         )
     };
-    if let Some((param, count, numel)) = coeff_vit::loader::first_non_finite(&model) {
+    if let Some((param, count, numel)) = coeff_tuning::params::first_non_finite(&model) {
         return Err(diverged(format!(
             "parameter `{param}` has {count} non-finite value(s) out of {numel}"
         )));
     }
 
-    (ctl.on_trained)(&model)?;
     ctl.bar
         .set_message(format!("{} | evaluating", spec.label()));
     let inner = model.valid();
     let acc = accuracy(&inner, test, super::config::EVAL_BATCH, device)
         .map_err(|e| diverged(e.to_string()))?;
+    (ctl.on_trained)(&model)?;
     let (trainable_params, method_params, total_params) = report;
     let step_ms = crate::report::median(state.timed_step_ms());
     let last_epoch: Vec<f64> = state.losses[state.losses.len().saturating_sub(per_epoch)..]
