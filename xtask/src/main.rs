@@ -17,7 +17,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// The CPU default, chosen by measurement (docs/benchmarks.md).
-const DEFAULT_BACKEND: Backend = Backend::Ndarray;
+const DEFAULT_BACKEND: Backend = Backend::Flex;
 
 #[derive(Parser)]
 #[command(about = "Project tasks: run experiments and benchmarks on a chosen backend")]
@@ -273,10 +273,10 @@ fn compare(backends: &[Backend], out: &Path) -> Result<()> {
             "| {b} | {toy_s:.2} | {:.1} | {:.1} | {:.3} | {:.3} |",
             none["forward_ms"].as_f64().unwrap_or(f64::NAN),
             none["forward_backward_ms"].as_f64().unwrap_or(f64::NAN),
-            st["coeff_over_none_forward_backward"]
+            st["coeff_over_none_forward_backward"]["median"]
                 .as_f64()
                 .unwrap_or(f64::NAN),
-            st["lora_coeff_over_lora_forward_backward"]
+            st["lora_coeff_over_lora_forward_backward"]["median"]
                 .as_f64()
                 .unwrap_or(f64::NAN),
         );

@@ -4,7 +4,11 @@
 //! a release build. Each experiment writes `summary.json`, `results.md` and PNG plots into
 //! `--out`.
 
-use coeff_experiments::{backend, bench, fetch, fewshot, infer, toy};
+use coeff_experiments::{backend, bench, fetch, fewshot, infer, memory, toy};
+
+/// Counts live host bytes for the benchmarks' memory columns.
+#[global_allocator]
+static ALLOC: memory::Counting = memory::Counting;
 
 use std::path::PathBuf;
 

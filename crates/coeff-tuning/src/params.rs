@@ -85,8 +85,17 @@ pub fn collect_params<B: Backend, M: Module<B>>(
     model: &M,
     prefixes: &[String],
 ) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    collect_where(model, |path| under_any(path, prefixes))
+}
+
+/// Every float parameter whose path `keep` accepts, as `(path, shape, values as f32)`; the
+/// others are not read.
+pub fn collect_where<B: Backend, M: Module<B>>(
+    model: &M,
+    keep: impl Fn(&str) -> bool,
+) -> Vec<(String, Vec<usize>, Vec<f32>)> {
     let mut v = PathVisitor::new(|path: &str, _: &[usize], data: &dyn Fn() -> TensorData| {
-        if under_any(path, prefixes) {
+        if keep(path) {
             let data = data().convert::<f32>();
             let shape = data.shape.to_vec();
             Some((

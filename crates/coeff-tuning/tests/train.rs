@@ -7,7 +7,8 @@ use burn::module::{Module, Param};
 use burn::tensor::{Tensor, TensorData};
 use coeff_tuning::train::{AdamW, AdamWConfig, WarmupCosine};
 
-/// The switchable test backend (ndarray by default; `--features test-wgpu` / `test-flex`).
+/// The switchable test backend (ndarray by default; `--features test-wgpu` / `test-flex` /
+/// `test-cuda`).
 type B = common::TB;
 type NdArray = common::Inner;
 

@@ -237,13 +237,15 @@ pub fn preset(p: Preset) -> FewShotConfig {
                 FsMethod::Peft(Method::Lora),
                 FsMethod::Peft(Method::LoraCoeff),
             ],
-            seeds: vec![0, 1],
+            seeds: vec![0, 1, 2],
             test_per_class: 20,
             recipe: Recipe {
-                epochs: 20,
-                warmup_epochs: 2,
+                epochs: 40,
+                warmup_epochs: 4,
                 batch_size: 20,
                 lr: 2e-3,
+                // 40-80 steps: at the adapters' rate alpha would end near zero (see `coeff_lr`).
+                coeff_lr: Some(1e-2),
                 ..Recipe::default()
             },
             checkpoint_secs: 30.0,

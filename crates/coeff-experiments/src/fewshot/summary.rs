@@ -312,6 +312,7 @@ impl Summary {
             ],
             &time_rows,
         );
+        let alpha = self.alpha_table();
         let datasets: Vec<String> = self
             .datasets
             .iter()
@@ -331,7 +332,7 @@ impl Summary {
              Recipe: AdamW (lr {:e}, full fine-tuning lr {:e}, weight decay {:e}, gradient clip {:?}), \
              {} epochs with {} warm-up, cosine, batch {}; LoRA/DoRA rank {} on {:?}; Coeff dropout {}{}; \
              augmentation {}.\n\n## Step time\n\n{time_table}\n\
-             The linear probe trains the head on cached features, so its step time excludes the backbone.\n",
+             The linear probe trains the head on cached features, so its step time excludes the backbone.\n{alpha}",
             cfg.backbone.name(),
             cfg.resolution,
             self.provenance.backend,
@@ -361,6 +362,58 @@ impl Summary {
                 .map(|c| format!(", Coeff lr {c:e}"))
                 .unwrap_or_default(),
             if r.augment { "on" } else { "off" },
+        )
+    }
+
+    /// How far training moved Coeff's alpha from zero (the identity): per Coeff method, the
+    /// mean over runs of the largest `|alpha|`, and of each layer's largest `|alpha|`.
+    fn alpha_table(&self) -> String {
+        let mut rows = Vec::new();
+        for m in self.methods() {
+            let rs: Vec<&RunResult> = self
+                .runs
+                .iter()
+                .filter(|r| r.spec.method == m && !r.alpha_max_abs.is_empty())
+                .collect();
+            let Some(first) = rs.first() else { continue };
+            let n = rs.len() as f64;
+            let layer_mean = |l: usize| {
+                rs.iter()
+                    .map(|r| r.alpha_max_abs.get(l).copied().unwrap_or(0.0) as f64)
+                    .sum::<f64>()
+                    / n
+            };
+            let overall = rs
+                .iter()
+                .map(|r| r.alpha_max_abs.iter().fold(0f32, |a, &b| a.max(b)) as f64)
+                .sum::<f64>()
+                / n;
+            rows.push(vec![
+                m.name().to_string(),
+                rs.len().to_string(),
+                format!("{overall:.3}"),
+                (0..first.alpha_max_abs.len())
+                    .map(|l| format!("{:.3}", layer_mean(l)))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ]);
+        }
+        if rows.is_empty() {
+            return String::new();
+        }
+        format!(
+            "\n## How far alpha moved\n\n{}\nmax |alpha| of a layer's `H x H` coefficients after \
+             training (alpha starts at 0, the identity mix); per-run values in summary.json \
+             (`runs[].alpha_max_abs`).\n",
+            markdown_table(
+                &[
+                    "method",
+                    "runs",
+                    "max over layers (mean over runs)",
+                    "per layer, first to last (mean over runs)",
+                ],
+                &rows,
+            )
         )
     }
 

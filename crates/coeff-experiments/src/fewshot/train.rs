@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use coeff_data::sampler::SplitMix;
@@ -97,6 +97,18 @@ pub struct RunResult {
     pub resumed_from: Option<usize>,
     /// The settings the run was made with (recipe, backbone, resolution, test set).
     pub fingerprint: String,
+    /// Coeff methods: `max |alpha|` of each layer's coefficients after training, in layer
+    /// order (0 means the layer still computes plain attention). Empty otherwise.
+    #[serde(default)]
+    pub alpha_max_abs: Vec<f32>,
+}
+
+/// `max |alpha|` of every Coeff layer (`...coeff.alpha`), in the model's layer order.
+fn alpha_max_abs<B: Backend, M: Module<B>>(model: &M) -> Vec<f32> {
+    coeff_tuning::params::collect_where(model, |p| p.ends_with("coeff.alpha"))
+        .into_iter()
+        .map(|(_, _, v)| v.iter().fold(0f32, |m, x| m.max(x.abs())))
+        .collect()
 }
 
 /// Model inputs of a set of images: pixels (preprocessed on demand) or cached features.
@@ -493,6 +505,7 @@ pub fn train_run<B: AutodiffBackend>(
         train_seconds: state.train_seconds,
         resumed_from,
         fingerprint: fingerprint.to_string(),
+        alpha_max_abs: alpha_max_abs(&model),
     };
     crate::report::write_json(&result_path(dir), &result)?;
     Ok(Outcome::Done(result))

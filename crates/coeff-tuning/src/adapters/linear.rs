@@ -52,7 +52,22 @@ impl<B: Backend> PeftLinear<B> {
     }
 
     /// Apply the layer. `x`: `[..., d_input]` -> `[..., d_output]`.
+    ///
+    /// The leading dimensions are folded into one before the products: a `[rows, d_input]` x
+    /// `[d_input, d_output]` matrix product is one large GEMM that the backend can split over
+    /// its threads, where `[B, N, d_input]` x `[1, d_input, d_output]` is `B` small ones (and,
+    /// backwards, one more broadcast product per batch entry). docs/benchmarks.md measures it.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let dims = x.dims();
+        let rows = dims[..D - 1].iter().product::<usize>();
+        let y = self.forward_rows(x.reshape([rows, dims[D - 1]]));
+        let mut out = dims;
+        out[D - 1] = self.d_output();
+        y.reshape(out)
+    }
+
+    /// [`Self::forward`] on rows: `[rows, d_input]` -> `[rows, d_output]`.
+    fn forward_rows(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         let base_out = self.base.forward(x.clone());
         match &self.lora {
             Some(lora) if lora.enabled && !self.merged => lora.forward(

@@ -14,11 +14,16 @@ use coeff_tuning::{
     PeftLinear, Site,
 };
 
-#[cfg(feature = "test-wgpu")]
+#[cfg(feature = "test-cuda")]
+pub type Inner = burn::backend::Cuda;
+#[cfg(all(feature = "test-wgpu", not(feature = "test-cuda")))]
 pub type Inner = burn::backend::Wgpu;
-#[cfg(all(feature = "test-flex", not(feature = "test-wgpu")))]
+#[cfg(all(
+    feature = "test-flex",
+    not(any(feature = "test-wgpu", feature = "test-cuda"))
+))]
 pub type Inner = burn::backend::Flex;
-#[cfg(not(any(feature = "test-wgpu", feature = "test-flex")))]
+#[cfg(not(any(feature = "test-wgpu", feature = "test-flex", feature = "test-cuda")))]
 pub type Inner = burn::backend::NdArray<f32>;
 
 /// The backend tests train on.
