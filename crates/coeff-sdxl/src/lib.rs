@@ -9,7 +9,9 @@
 //!   is an error naming it, never ignored;
 //! - [`UNet2DConditionModel`]: the model ([`blocks`] holds its parts);
 //! - [`loader`]: the key table and [`load_unet`] for a diffusers folder (fp32, fp16, sharded;
-//!   streamed one tensor at a time).
+//!   streamed one tensor at a time);
+//! - [`scheduler`]: DDPM's forward process (epsilon / v targets), DDIM and Euler discrete,
+//!   classifier-free guidance.
 //!
 //! ```ignore
 //! let (config, unet) = coeff_sdxl::load_unet::<B>("sdxl/unet", &device)?;
@@ -21,6 +23,7 @@ pub mod blocks;
 pub mod config;
 pub mod error;
 pub mod loader;
+pub mod scheduler;
 pub mod unet;
 
 pub use config::{DownBlockType, TextTimeConfig, UnetConfig, UpBlockType};
