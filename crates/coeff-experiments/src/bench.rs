@@ -57,6 +57,10 @@ pub struct BenchArgs {
     /// Batch size.
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
+    /// Stack only: compute attention in blocks of this many queries (the memory-bounded path
+    /// of the core attention; SDXL's 4096-token levels).
+    #[arg(long)]
+    pub query_chunk: Option<usize>,
     /// Timed rounds (each runs every variant once; medians are reported).
     #[arg(long, default_value_t = 5)]
     pub iters: usize,
@@ -294,7 +298,11 @@ pub fn run<B: AutodiffBackend>(
         BenchModel::Stack => {
             let stack = Stack::<B> {
                 layers: (0..args.layers)
-                    .map(|_| MultiHeadAttentionConfig::new(args.width, args.heads).init(device))
+                    .map(|_| {
+                        MultiHeadAttentionConfig::new(args.width, args.heads)
+                            .with_query_chunk(args.query_chunk)
+                            .init(device)
+                    })
                     .collect(),
             };
             let x = Tensor::<B, 3>::from_data(
@@ -433,7 +441,7 @@ pub fn run<B: AutodiffBackend>(
         Some(_) => String::new(),
     };
     let md = format!(
-        "# Step-time benchmark\n\nbackend `{backend}`, model {}, batch {}, {} interleaved rounds after a warm-up, medians (stack sizes: {} layers x width {} x {} heads, {} tokens).\n\n{table}\n\
+        "# Step-time benchmark\n\nbackend `{backend}`, model {}, batch {}, {} interleaved rounds after a warm-up, medians (stack sizes: {} layers x width {} x {} heads, {} tokens, query chunk {:?}).\n\n{table}\n\
          Paired ratios (median of the per-round ratios, quartiles):\n\
          - Coeff / none, forward: {}\n- Coeff / none, forward+backward: {}\n- LoRA+Coeff / LoRA, forward+backward: {}\n{torch_text}",
         match args.model {
@@ -447,6 +455,7 @@ pub fn run<B: AutodiffBackend>(
         args.width,
         args.heads,
         args.tokens,
+        args.query_chunk,
         summary.coeff_over_none_forward.show(),
         summary.coeff_over_none_forward_backward.show(),
         summary.lora_coeff_over_lora_forward_backward.show(),
