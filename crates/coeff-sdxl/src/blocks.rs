@@ -12,7 +12,7 @@ use coeff_tuning::nn::{Activation, BlockInput, TransformerBlock, TransformerBloc
 use coeff_tuning::peft::join;
 use coeff_tuning::{Adaptable, PeftConv2d, PeftResult, Site};
 
-fn conv<B: Backend>(
+pub(crate) fn conv<B: Backend>(
     c_in: usize,
     c_out: usize,
     k: usize,
@@ -30,7 +30,7 @@ fn peft_conv<B: Backend>(c_in: usize, c_out: usize, k: usize, dev: &B::Device) -
     conv(c_in, c_out, k, 1, dev).into()
 }
 
-fn group_norm<B: Backend>(
+pub(crate) fn group_norm<B: Backend>(
     groups: usize,
     channels: usize,
     eps: f64,
@@ -103,8 +103,8 @@ pub struct ResnetBlock2D<B: Backend> {
     pub norm1: GroupNorm<B>,
     /// 3x3, in -> out (a LoRA site).
     pub conv1: PeftConv2d<B>,
-    /// Time embedding -> out channels.
-    pub time_emb_proj: Linear<B>,
+    /// Time embedding -> out channels (`None` in the VAE's resnets).
+    pub time_emb_proj: Option<Linear<B>>,
     /// GroupNorm over the output channels.
     pub norm2: GroupNorm<B>,
     /// 3x3, out -> out (a LoRA site).
@@ -114,11 +114,11 @@ pub struct ResnetBlock2D<B: Backend> {
 }
 
 impl<B: Backend> ResnetBlock2D<B> {
-    /// Fresh weights.
+    /// Fresh weights; `temb`: width of the time embedding, `None` for no time input (VAE).
     pub fn new(
         c_in: usize,
         c_out: usize,
-        temb: usize,
+        temb: Option<usize>,
         groups: usize,
         eps: f64,
         dev: &B::Device,
@@ -126,21 +126,21 @@ impl<B: Backend> ResnetBlock2D<B> {
         Self {
             norm1: group_norm(groups, c_in, eps, dev),
             conv1: peft_conv(c_in, c_out, 3, dev),
-            time_emb_proj: LinearConfig::new(temb, c_out).init(dev),
+            time_emb_proj: temb.map(|t| LinearConfig::new(t, c_out).init(dev)),
             norm2: group_norm(groups, c_out, eps, dev),
             conv2: peft_conv(c_out, c_out, 3, dev),
             conv_shortcut: (c_in != c_out).then(|| peft_conv(c_in, c_out, 1, dev)),
         }
     }
 
-    /// `x: [B, C_in, H, W]`, `temb: [B, T]` -> `[B, C_out, H, W]`.
-    pub fn forward(&self, x: Tensor<B, 4>, temb: Tensor<B, 2>) -> Tensor<B, 4> {
-        let h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
-        let t = self
-            .time_emb_proj
-            .forward(silu(temb))
-            .unsqueeze_dims::<4>(&[2, 3]);
-        let h = self.conv2.forward(silu(self.norm2.forward(h + t)));
+    /// `x: [B, C_in, H, W]`, `temb: [B, T]` (used when the block has a time projection) ->
+    /// `[B, C_out, H, W]`.
+    pub fn forward(&self, x: Tensor<B, 4>, temb: Option<Tensor<B, 2>>) -> Tensor<B, 4> {
+        let mut h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
+        if let (Some(proj), Some(temb)) = (&self.time_emb_proj, temb) {
+            h = h + proj.forward(silu(temb)).unsqueeze_dims::<4>(&[2, 3]);
+        }
+        let h = self.conv2.forward(silu(self.norm2.forward(h)));
         let x = match &self.conv_shortcut {
             Some(c) => c.forward(x),
             None => x,

@@ -10,6 +10,7 @@
 //! - [`UNet2DConditionModel`]: the model ([`blocks`] holds its parts);
 //! - [`loader`]: the key table and [`load_unet`] for a diffusers folder (fp32, fp16, sharded;
 //!   streamed one tensor at a time);
+//! - [`vae`]: `AutoencoderKL` (encode to latent moments, decode, scaling factor);
 //! - [`scheduler`]: DDPM's forward process (epsilon / v targets), DDIM and Euler discrete,
 //!   classifier-free guidance.
 //!
@@ -25,8 +26,10 @@ pub mod error;
 pub mod loader;
 pub mod scheduler;
 pub mod unet;
+pub mod vae;
 
 pub use config::{DownBlockType, TextTimeConfig, UnetConfig, UpBlockType};
 pub use error::{Result, UnetError};
 pub use loader::{load_unet, load_weights};
 pub use unet::{UNet2DConditionModel, UnetInput};
+pub use vae::{load_vae, AutoencoderKL, VaeConfig};

@@ -126,7 +126,7 @@ impl UnetConfig {
                         ResnetBlock2D::new(
                             if j == 0 { in_c } else { out_c },
                             out_c,
-                            temb,
+                            Some(temb),
                             g,
                             eps,
                             dev,
@@ -146,7 +146,7 @@ impl UnetConfig {
         let last = ch[levels - 1];
         let mid_block = MidBlock {
             resnets: (0..2)
-                .map(|_| ResnetBlock2D::new(last, last, temb, g, eps, dev))
+                .map(|_| ResnetBlock2D::new(last, last, Some(temb), g, eps, dev))
                 .collect(),
             attentions: vec![transformer(
                 last,
@@ -169,7 +169,7 @@ impl UnetConfig {
                     .map(|j| {
                         let skip = if j == n - 1 { in_c } else { out_c };
                         let res_in = if j == 0 { prev_c } else { out_c };
-                        ResnetBlock2D::new(res_in + skip, out_c, temb, g, eps, dev)
+                        ResnetBlock2D::new(res_in + skip, out_c, Some(temb), g, eps, dev)
                     })
                     .collect(),
                 attentions: match kind {
@@ -311,7 +311,7 @@ impl<B: Backend> UNet2DConditionModel<B> {
         let mut skips = vec![x.clone()];
         for block in &self.down_blocks {
             for (j, resnet) in block.resnets.iter().enumerate() {
-                x = resnet.forward(x, emb.clone());
+                x = resnet.forward(x, Some(emb.clone()));
                 if let Some(attn) = block.attentions.get(j) {
                     x = attn.forward(x, ctx.clone());
                 }
@@ -322,13 +322,13 @@ impl<B: Backend> UNet2DConditionModel<B> {
                 skips.push(x.clone());
             }
         }
-        x = self.mid_block.resnets[0].forward(x, emb.clone());
+        x = self.mid_block.resnets[0].forward(x, Some(emb.clone()));
         x = self.mid_block.attentions[0].forward(x, ctx.clone());
-        x = self.mid_block.resnets[1].forward(x, emb.clone());
+        x = self.mid_block.resnets[1].forward(x, Some(emb.clone()));
         for block in &self.up_blocks {
             for (j, resnet) in block.resnets.iter().enumerate() {
                 let skip = skips.pop().expect("one skip per up resnet");
-                x = resnet.forward(Tensor::cat(vec![x, skip], 1), emb.clone());
+                x = resnet.forward(Tensor::cat(vec![x, skip], 1), Some(emb.clone()));
                 if let Some(attn) = block.attentions.get(j) {
                     x = attn.forward(x, ctx.clone());
                 }
