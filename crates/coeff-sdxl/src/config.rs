@@ -116,14 +116,7 @@ impl UnetConfig {
 
     /// Read `config.json` (a file, or a folder holding one).
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
-        let mut path = path.as_ref().to_path_buf();
-        if path.is_dir() {
-            path = path.join("config.json");
-        }
-        let text = std::fs::read_to_string(&path).map_err(|source| UnetError::Io {
-            path: path.clone(),
-            source,
-        })?;
+        let (path, text) = read_config(path.as_ref())?;
         Self::from_json(&text, &path)
     }
 
@@ -145,6 +138,20 @@ impl UnetConfig {
         }
         .read()
     }
+}
+
+/// The text of `config.json` at `path` (a file, or a folder holding one), and the file's path.
+pub(crate) fn read_config(path: &Path) -> Result<(PathBuf, String)> {
+    let path = if path.is_dir() {
+        path.join("config.json")
+    } else {
+        path.to_path_buf()
+    };
+    let text = std::fs::read_to_string(&path).map_err(|source| UnetError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    Ok((path, text))
 }
 
 /// Fields this crate reads into [`UnetConfig`].

@@ -25,35 +25,39 @@ use crate::config::UnetConfig;
 use crate::error::Result;
 use crate::unet::UNet2DConditionModel;
 
-use Kind::{Conv, Linear, Norm, PeftConv, PlainLinear};
+use Kind::{Conv, Linear, Norm, PlainLinear};
 
-/// Rows of a block's resnets, for `$p` = `down_blocks.{i}`, `mid_block` or `up_blocks.{i}`.
+/// Rows of a block's resnets, for `$p` = `down_blocks.{i}`, `mid_block` or `up_blocks.{i}`
+/// (the VAE's too: its resnets simply have no `time_emb_proj`, and a row no key matches
+/// feeds nothing).
 macro_rules! resnet_rows {
     ($p:literal) => {
         [
             (
                 concat!($p, ".resnets.{j}.norm{k}"),
                 concat!($p, ".resnets.{j}.norm{k}"),
-                Norm,
+                ::coeff_tuning::checkpoint::Kind::Norm,
             ),
             (
                 concat!($p, ".resnets.{j}.conv{k}"),
                 concat!($p, ".resnets.{j}.conv{k}"),
-                PeftConv,
+                ::coeff_tuning::checkpoint::Kind::PeftConv,
             ),
             (
                 concat!($p, ".resnets.{j}.conv_shortcut"),
                 concat!($p, ".resnets.{j}.conv_shortcut"),
-                PeftConv,
+                ::coeff_tuning::checkpoint::Kind::PeftConv,
             ),
             (
                 concat!($p, ".resnets.{j}.time_emb_proj"),
                 concat!($p, ".resnets.{j}.time_emb_proj"),
-                PlainLinear,
+                ::coeff_tuning::checkpoint::Kind::PlainLinear,
             ),
         ]
     };
 }
+
+pub(crate) use resnet_rows;
 
 /// Rows of a block's transformers (everything but `proj_in` / `proj_out`).
 macro_rules! transformer_rows {

@@ -346,38 +346,24 @@ impl<B: Backend> UNet2DConditionModel<B> {
     }
 }
 
-impl<B: Backend> Adaptable<B> for DownBlock<B> {
-    fn visit_sites(
-        &mut self,
-        path: &str,
-        f: &mut dyn FnMut(&str, Site<'_, B>) -> PeftResult<()>,
-    ) -> PeftResult<()> {
-        self.resnets.visit_sites(&join(path, "resnets"), f)?;
-        self.attentions.visit_sites(&join(path, "attentions"), f)
-    }
+/// Down, mid and up blocks expose the same sites: their resnets' convolutions and their
+/// transformers' attentions.
+macro_rules! block_sites {
+    ($($block:ident),*) => {$(
+        impl<B: Backend> Adaptable<B> for $block<B> {
+            fn visit_sites(
+                &mut self,
+                path: &str,
+                f: &mut dyn FnMut(&str, Site<'_, B>) -> PeftResult<()>,
+            ) -> PeftResult<()> {
+                self.resnets.visit_sites(&join(path, "resnets"), f)?;
+                self.attentions.visit_sites(&join(path, "attentions"), f)
+            }
+        }
+    )*};
 }
 
-impl<B: Backend> Adaptable<B> for MidBlock<B> {
-    fn visit_sites(
-        &mut self,
-        path: &str,
-        f: &mut dyn FnMut(&str, Site<'_, B>) -> PeftResult<()>,
-    ) -> PeftResult<()> {
-        self.resnets.visit_sites(&join(path, "resnets"), f)?;
-        self.attentions.visit_sites(&join(path, "attentions"), f)
-    }
-}
-
-impl<B: Backend> Adaptable<B> for UpBlock<B> {
-    fn visit_sites(
-        &mut self,
-        path: &str,
-        f: &mut dyn FnMut(&str, Site<'_, B>) -> PeftResult<()>,
-    ) -> PeftResult<()> {
-        self.resnets.visit_sites(&join(path, "resnets"), f)?;
-        self.attentions.visit_sites(&join(path, "attentions"), f)
-    }
-}
+block_sites!(DownBlock, MidBlock, UpBlock);
 
 impl<B: Backend> Adaptable<B> for UNet2DConditionModel<B> {
     fn visit_sites(

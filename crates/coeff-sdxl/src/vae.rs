@@ -47,14 +47,7 @@ impl VaeConfig {
     /// Read `config.json` (a file, or a folder holding one). Fields this crate does not
     /// implement must hold their neutral values; unknown fields are errors.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
-        let mut path = path.as_ref().to_path_buf();
-        if path.is_dir() {
-            path = path.join("config.json");
-        }
-        let text = std::fs::read_to_string(&path).map_err(|source| UnetError::Io {
-            path: path.clone(),
-            source,
-        })?;
+        let (path, text) = crate::config::read_config(path.as_ref())?;
         let err = |message: String| UnetError::Config {
             path: path.clone(),
             message,
@@ -411,29 +404,6 @@ impl<B: Backend> AutoencoderKL<B> {
     }
 }
 
-/// Rows of a VAE resnet group `$p` (e.g. `encoder.down_blocks.{i}`).
-macro_rules! vae_resnet_rows {
-    ($p:literal) => {
-        [
-            (
-                concat!($p, ".resnets.{j}.norm{k}"),
-                concat!($p, ".resnets.{j}.norm{k}"),
-                Kind::Norm,
-            ),
-            (
-                concat!($p, ".resnets.{j}.conv{k}"),
-                concat!($p, ".resnets.{j}.conv{k}"),
-                Kind::PeftConv,
-            ),
-            (
-                concat!($p, ".resnets.{j}.conv_shortcut"),
-                concat!($p, ".resnets.{j}.conv_shortcut"),
-                Kind::PeftConv,
-            ),
-        ]
-    };
-}
-
 /// Rows of a mid block's attention (`$p` = `encoder.mid_block` / `decoder.mid_block`).
 macro_rules! vae_attention_rows {
     ($p:literal) => {
@@ -491,10 +461,10 @@ const VAE_TOP: &[Row] = &[
 /// The VAE's key table.
 pub fn vae_rows() -> Vec<Row> {
     let mut rows = VAE_TOP.to_vec();
-    rows.extend(vae_resnet_rows!("encoder.down_blocks.{i}"));
-    rows.extend(vae_resnet_rows!("encoder.mid_block"));
-    rows.extend(vae_resnet_rows!("decoder.mid_block"));
-    rows.extend(vae_resnet_rows!("decoder.up_blocks.{i}"));
+    rows.extend(crate::loader::resnet_rows!("encoder.down_blocks.{i}"));
+    rows.extend(crate::loader::resnet_rows!("encoder.mid_block"));
+    rows.extend(crate::loader::resnet_rows!("decoder.mid_block"));
+    rows.extend(crate::loader::resnet_rows!("decoder.up_blocks.{i}"));
     rows.extend(vae_attention_rows!("encoder.mid_block"));
     rows.extend(vae_attention_rows!("decoder.mid_block"));
     rows
