@@ -37,7 +37,7 @@ pub mod train;
 
 pub use adapters::{LoraConfig, PeftConv2d, PeftLinear};
 pub use attention::{
-    AttentionInput, AttentionOutput, Coeff, CoeffConfig, MultiHeadAttention,
+    AttentionInput, AttentionOutput, Coeff, CoeffConfig, KvCache, MultiHeadAttention,
     MultiHeadAttentionConfig,
 };
 pub use checkpoint::CheckpointError;

@@ -209,6 +209,44 @@ pub struct AttentionOutput<B: Backend> {
     pub mixed_maps: Option<Tensor<B, 4>>,
 }
 
+/// Keys and values already projected and split into heads, `[batch, H, m, d]` each: what a
+/// decoder keeps between generation steps ([`MultiHeadAttention::forward_cached`]).
+#[derive(Debug, Clone)]
+pub struct KvCache<B: Backend> {
+    /// `[batch, H, m, d]`
+    pub key: Tensor<B, 4>,
+    /// `[batch, H, m, d]`
+    pub value: Tensor<B, 4>,
+}
+
+impl<B: Backend> KvCache<B> {
+    /// Number of cached positions `m`.
+    pub fn len(&self) -> usize {
+        self.key.dims()[2]
+    }
+
+    /// True when no position is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The positions of `self` followed by those of `new` (same batch and heads).
+    pub fn append(self, new: KvCache<B>) -> Self {
+        Self {
+            key: Tensor::cat(vec![self.key, new.key], 2),
+            value: Tensor::cat(vec![self.value, new.value], 2),
+        }
+    }
+
+    /// Rows of the batch picked by `indices: [batch']` (beam search reorders its beams).
+    pub fn select(self, indices: Tensor<B, 1, burn::tensor::Int>) -> Self {
+        Self {
+            key: self.key.select(0, indices.clone()),
+            value: self.value.select(0, indices),
+        }
+    }
+}
+
 impl<B: Backend> MultiHeadAttention<B> {
     /// Attach zero-initialised Coeff-Tuning coefficients with the given dropout rate.
     pub fn inject_coeff(&mut self, dropout: f64, path: &str) -> crate::error::Result<()> {
@@ -231,28 +269,73 @@ impl<B: Backend> MultiHeadAttention<B> {
             .swap_dims(1, 2)
     }
 
+    /// Project a key/value input into heads: `[batch, m, d_kv]` -> [`KvCache`] with
+    /// `[batch, H, m, d]` keys and values. Cross-attention of a decoder computes this once per
+    /// sequence; self-attention appends to it token by token ([`KvCache::append`]).
+    pub fn project_kv(&self, key: Tensor<B, 3>, value: Tensor<B, 3>) -> KvCache<B> {
+        KvCache {
+            key: self.split_heads(self.key.forward(key)),
+            value: self.split_heads(self.value.forward(value)),
+        }
+    }
+
     /// Run attention. See the module docs for the computation.
     pub fn forward(&self, input: AttentionInput<B>) -> AttentionOutput<B> {
-        let [batch, n, _] = input.query.dims();
-        let m = input.key.dims()[1];
-        let q = self.split_heads(self.query.forward(input.query));
-        let k = self.split_heads(self.key.forward(input.key));
-        let v = self.split_heads(self.value.forward(input.value));
-        let k_t = k.swap_dims(2, 3);
+        let kv = self.project_kv(input.key, input.value);
+        self.forward_projected(
+            input.query,
+            &kv,
+            input.mask_pad,
+            input.mask_attn,
+            input.bias,
+            input.return_maps,
+        )
+    }
+
+    /// Attention of `query: [batch, n, d_model]` to keys and values already projected
+    /// (`cache`: `[batch, H, m, d]`), e.g. a decoder's past tokens. Masks as in
+    /// [`AttentionInput`]: `mask_pad: [batch, m]`, `mask_attn: [batch, n, m]`, true = blocked.
+    /// Returns `[batch, n, d_output]`; identical to [`forward`](Self::forward) on the
+    /// unprojected inputs.
+    pub fn forward_cached(
+        &self,
+        query: Tensor<B, 3>,
+        cache: &KvCache<B>,
+        mask_pad: Option<Tensor<B, 2, Bool>>,
+        mask_attn: Option<Tensor<B, 3, Bool>>,
+    ) -> Tensor<B, 3> {
+        self.forward_projected(query, cache, mask_pad, mask_attn, None, false)
+            .context
+    }
+
+    fn forward_projected(
+        &self,
+        query: Tensor<B, 3>,
+        kv: &KvCache<B>,
+        mask_pad: Option<Tensor<B, 2, Bool>>,
+        mask_attn: Option<Tensor<B, 3, Bool>>,
+        bias: Option<Tensor<B, 4>>,
+        return_maps: bool,
+    ) -> AttentionOutput<B> {
+        let [batch, n, _] = query.dims();
+        let m = kv.len();
+        let q = self.split_heads(self.query.forward(query));
+        let k_t = kv.key.clone().swap_dims(2, 3);
+        let v = kv.value.clone();
 
         // Both masks folded into one boolean mask `[batch, 1, n|1, m]`.
-        let mask = combine_masks(input.mask_pad, input.mask_attn, batch, n, m);
+        let mask = combine_masks(mask_pad, mask_attn, batch, n, m);
 
-        let chunk = self.query_chunk.filter(|&c| c < n && !input.return_maps);
+        let chunk = self.query_chunk.filter(|&c| c < n && !return_maps);
         let (heads_out, maps, mixed) = match chunk {
-            None => self.attend(q, k_t, v, mask, input.bias, input.return_maps),
+            None => self.attend(q, k_t, v, mask, bias, return_maps),
             Some(c) => {
                 let mut outs = Vec::with_capacity(n.div_ceil(c));
                 for start in (0..n).step_by(c) {
                     let end = (start + c).min(n);
                     let q_c = q.clone().slice([0..batch, 0..self.n_heads, start..end]);
                     let mask_c = mask.clone().map(|mk| slice_rows(mk, start, end));
-                    let bias_c = input.bias.clone().map(|b| slice_rows(b, start, end));
+                    let bias_c = bias.clone().map(|b| slice_rows(b, start, end));
                     outs.push(
                         self.attend(q_c, k_t.clone(), v.clone(), mask_c, bias_c, false)
                             .0,

@@ -17,7 +17,7 @@ use burn::tensor::{backend::Backend, Bool, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::{Activation, Mlp, MlpConfig};
-use crate::attention::{AttentionInput, MultiHeadAttention, MultiHeadAttentionConfig};
+use crate::attention::{AttentionInput, KvCache, MultiHeadAttention, MultiHeadAttentionConfig};
 use crate::error::PeftResult;
 use crate::peft::{join, Adaptable, Site};
 
@@ -237,6 +237,106 @@ impl<B: Backend> TransformerBlock<B> {
                 let mut x = self.norm1.forward(x + scaled(a, &self.ls1));
                 if let Some(norm) = &self.cross_norm {
                     if let Some(c) = cross(x.clone()) {
+                        x = norm.forward(x + c);
+                    }
+                }
+                let m = self.mlp.forward(x.clone());
+                self.norm2.forward(x + scaled(m, &self.ls2))
+            }
+        }
+    }
+}
+
+/// What a decoder block keeps between generation steps: its self-attention's keys and values
+/// so far, and its cross-attention's (computed once from the context).
+#[derive(Debug, Clone)]
+pub struct BlockCache<B: Backend> {
+    /// Self-attention keys/values of the tokens seen so far, `[batch, H, t, d]`.
+    pub self_kv: Option<KvCache<B>>,
+    /// Cross-attention keys/values of the context, `[batch, H, m, d]`.
+    pub cross_kv: Option<KvCache<B>>,
+}
+
+impl<B: Backend> BlockCache<B> {
+    /// Rows of the batch picked by `indices` (beam search).
+    pub fn select(self, indices: Tensor<B, 1, burn::tensor::Int>) -> Self {
+        Self {
+            self_kv: self.self_kv.map(|c| c.select(indices.clone())),
+            cross_kv: self.cross_kv.map(|c| c.select(indices)),
+        }
+    }
+}
+
+impl<B: Backend> TransformerBlock<B> {
+    /// A fresh cache for incremental decoding: the cross-attention's keys and values of
+    /// `context: [batch, m, d_context]` (none without cross-attention), no tokens yet.
+    pub fn start_cache(&self, context: Option<Tensor<B, 3>>) -> BlockCache<B> {
+        let cross_kv = match (&self.cross_attn, context) {
+            (Some(attn), Some(ctx)) => Some(attn.project_kv(ctx.clone(), ctx)),
+            _ => None,
+        };
+        BlockCache {
+            self_kv: None,
+            cross_kv,
+        }
+    }
+
+    /// Causal decoding of the next `t` tokens `x: [batch, t, D]` given the cache (the tokens
+    /// before them and the context); the cache grows by `t`. Equal to the rows of
+    /// [`forward`](Self::forward) on the whole sequence with a causal mask.
+    /// `context_mask_pad: [batch, m]`, true = padding.
+    pub fn forward_step(
+        &self,
+        x: Tensor<B, 3>,
+        cache: &mut BlockCache<B>,
+        context_mask_pad: Option<Tensor<B, 2, Bool>>,
+    ) -> Tensor<B, 3> {
+        let [batch, t, _] = x.dims();
+        let self_step = |h: Tensor<B, 3>, cache: &mut BlockCache<B>| {
+            let new = self.attn.project_kv(h.clone(), h.clone());
+            let kv = match cache.self_kv.take() {
+                Some(past) => past.append(new),
+                None => new,
+            };
+            let total = kv.len();
+            // Token i of the step sits at position total - t + i and sees keys up to it.
+            let mask = (t > 1).then(|| {
+                let device = h.device();
+                let rows = Tensor::<B, 1, burn::tensor::Int>::arange(0..t as i64, &device)
+                    .add_scalar((total - t) as i64)
+                    .reshape([t, 1]);
+                let cols =
+                    Tensor::<B, 1, burn::tensor::Int>::arange(0..total as i64, &device)
+                        .reshape([1, total]);
+                cols.greater(rows)
+                    .unsqueeze::<3>()
+                    .expand([batch, t, total])
+            });
+            let out = self.attn.forward_cached(h, &kv, None, mask);
+            cache.self_kv = Some(kv);
+            out
+        };
+        let cross_step = |h: Tensor<B, 3>, cache: &BlockCache<B>| -> Option<Tensor<B, 3>> {
+            let (attn, kv) = (self.cross_attn.as_ref()?, cache.cross_kv.as_ref()?);
+            Some(attn.forward_cached(h, kv, context_mask_pad.clone(), None))
+        };
+        match self.norm {
+            NormPlacement::Pre => {
+                let a = self_step(self.norm1.forward(x.clone()), cache);
+                let mut x = x + scaled(a, &self.ls1);
+                if let Some(norm) = &self.cross_norm {
+                    if let Some(c) = cross_step(norm.forward(x.clone()), cache) {
+                        x = x + c;
+                    }
+                }
+                let m = self.mlp.forward(self.norm2.forward(x.clone()));
+                x + scaled(m, &self.ls2)
+            }
+            NormPlacement::Post => {
+                let a = self_step(x.clone(), cache);
+                let mut x = self.norm1.forward(x + scaled(a, &self.ls1));
+                if let Some(norm) = &self.cross_norm {
+                    if let Some(c) = cross_step(x.clone(), cache) {
                         x = norm.forward(x + c);
                     }
                 }

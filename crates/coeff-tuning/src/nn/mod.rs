@@ -11,5 +11,5 @@ pub mod block;
 pub mod mlp;
 
 pub use activation::Activation;
-pub use block::{BlockInput, NormPlacement, TransformerBlock, TransformerBlockConfig};
+pub use block::{BlockCache, BlockInput, NormPlacement, TransformerBlock, TransformerBlockConfig};
 pub use mlp::{Mlp, MlpConfig};
