@@ -206,7 +206,10 @@ fn cached_decoding_equals_the_full_causal_pass() {
             .with_norm(norm)
             .with_cross_attention(Some(d_ctx))
             .init::<B>(&dev());
-        for (attn, seed) in [(&mut block.attn, 3), (block.cross_attn.as_mut().unwrap(), 4)] {
+        for (attn, seed) in [
+            (&mut block.attn, 3),
+            (block.cross_attn.as_mut().unwrap(), 4),
+        ] {
             attn.inject_coeff(0.0, "attn").unwrap();
             attn.coeff.as_mut().unwrap().alpha =
                 Param::from_tensor(randn([3, 3], seed, &dev()).mul_scalar(0.5));
@@ -218,7 +221,8 @@ fn cached_decoding_equals_the_full_causal_pass() {
             &dev(),
         );
         let causal: Vec<bool> = (0..batch * n * n).map(|i| (i % n) > (i / n) % n).collect();
-        let causal = Tensor::<B, 3, Bool>::from_data(TensorData::new(causal, [batch, n, n]), &dev());
+        let causal =
+            Tensor::<B, 3, Bool>::from_data(TensorData::new(causal, [batch, n, n]), &dev());
         let full = block.forward(
             BlockInput::new(x.clone())
                 .mask_attn(causal)

@@ -305,9 +305,8 @@ impl<B: Backend> TransformerBlock<B> {
                 let rows = Tensor::<B, 1, burn::tensor::Int>::arange(0..t as i64, &device)
                     .add_scalar((total - t) as i64)
                     .reshape([t, 1]);
-                let cols =
-                    Tensor::<B, 1, burn::tensor::Int>::arange(0..total as i64, &device)
-                        .reshape([1, total]);
+                let cols = Tensor::<B, 1, burn::tensor::Int>::arange(0..total as i64, &device)
+                    .reshape([1, total]);
                 cols.greater(rows)
                     .unsqueeze::<3>()
                     .expand([batch, t, total])
