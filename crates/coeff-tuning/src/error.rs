@@ -142,6 +142,9 @@ pub enum PeftError {
         #[source]
         source: safetensors::SafeTensorError,
     },
+    /// Reading or writing a safetensors file of an adapter failed (names the file and keys).
+    #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::CheckpointError),
     /// A tensor of an adapter file holds NaN or infinite values.
     #[error("adapter file {file}: tensor `{key}` has {count} non-finite value(s) (NaN or ±inf) out of {numel}")]
     NonFinite {

@@ -217,6 +217,27 @@ impl KeyTable<'_> {
         Ok(reverse(&self.compile()?, param))
     }
 
+    /// Our module path of a checkpoint *module* name (a key without `.weight`/`.bias`, prefix
+    /// optional) when a `Linear` or `PlainLinear` row covers it: the reverse of
+    /// [`checkpoint_key`](Self::checkpoint_key) for whole layers, as adapter formats name them.
+    pub fn module_path(&self, module: &str) -> Result<Option<String>> {
+        let compiled = self.compile()?;
+        let stripped = self
+            .prefixes
+            .iter()
+            .find_map(|p| module.strip_prefix(p))
+            .unwrap_or(module);
+        Ok(compiled.rows.iter().find_map(|row| {
+            if !matches!(row.kind, Kind::Linear | Kind::PlainLinear) {
+                return None;
+            }
+            let caps = row.key_re.captures(stripped)?;
+            caps.name("suffix")
+                .is_none()
+                .then(|| fill(row.ours, &row.placeholders, &caps))
+        }))
+    }
+
     /// Load `ckpt` into `model`: check the whole mapping first (all missing and unexpected
     /// keys in one error, then shapes and dtypes), then feed the parameters one by one.
     ///

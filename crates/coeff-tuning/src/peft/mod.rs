@@ -9,6 +9,7 @@
 //! misspelled path in a model's `visit_sites` is an error, not a silently frozen adapter.
 
 pub mod file;
+pub mod interop;
 pub mod target;
 
 pub use crate::params;
