@@ -27,6 +27,7 @@ pub mod config;
 pub mod error;
 pub mod inputs;
 pub mod loader;
+pub mod peft_format;
 pub mod pretrained;
 pub mod tokenizer;
 

@@ -92,7 +92,10 @@ fn bad(path: &Path, message: impl Into<String>) -> PeftError {
 
 /// `[a, b]` row-major -> `[b, a]`, with the shape.
 fn transposed(shape: &[usize], data: &[f32]) -> (Vec<usize>, Vec<f32>) {
-    (vec![shape[1], shape[0]], transpose(data, shape[0], shape[1]))
+    (
+        vec![shape[1], shape[0]],
+        transpose(data, shape[0], shape[1]),
+    )
 }
 
 /// Write the LoRA / DoRA part of `injected` (and its saved modules) in PEFT's layout.
@@ -137,18 +140,30 @@ pub fn export_peft<B: Backend, M: Module<B>>(
         tensors.insert(format!("{key}.lora_B.weight"), transposed(b_shape, b));
         if lora.use_dora {
             let (m_shape, m) = get(format!("{ours}.lora.magnitude"))?;
-            tensors.insert(format!("{key}.lora_magnitude_vector"), (m_shape.clone(), m.clone()));
+            tensors.insert(
+                format!("{key}.lora_magnitude_vector"),
+                (m_shape.clone(), m.clone()),
+            );
         }
         modules.push(module);
     }
     let saved_names = names.saved_modules();
     let mut modules_to_save = Vec::new();
     for saved in &injected.saved_modules {
-        let (_, peft) = saved_names.iter().find(|(o, _)| o == saved).ok_or_else(|| {
-            bad(&cfg_path, format!("modules_to_save `{saved}` has no PEFT module name"))
-        })?;
+        let (_, peft) = saved_names
+            .iter()
+            .find(|(o, _)| o == saved)
+            .ok_or_else(|| {
+                bad(
+                    &cfg_path,
+                    format!("modules_to_save `{saved}` has no PEFT module name"),
+                )
+            })?;
         let (w_shape, w) = get(format!("{saved}.base.weight"))?;
-        tensors.insert(format!("{PEFT_PREFIX}{peft}.weight"), transposed(w_shape, w));
+        tensors.insert(
+            format!("{PEFT_PREFIX}{peft}.weight"),
+            transposed(w_shape, w),
+        );
         if let Some((s, b)) = values.get(&format!("{saved}.base.bias")) {
             tensors.insert(format!("{PEFT_PREFIX}{peft}.bias"), (s.clone(), b.clone()));
         }
@@ -157,7 +172,11 @@ pub fn export_peft<B: Backend, M: Module<B>>(
     }
     let target = format!(
         "^({})$",
-        modules.iter().map(|m| regex::escape(m)).collect::<Vec<_>>().join("|")
+        modules
+            .iter()
+            .map(|m| regex::escape(m))
+            .collect::<Vec<_>>()
+            .join("|")
     );
     let config = json!({
         "peft_type": "LORA",
@@ -199,23 +218,37 @@ fn read_config(cfg_path: &Path) -> Result<LoraConfig> {
         path: cfg_path.to_path_buf(),
         source,
     })?;
-    let c: Value = serde_json::from_str(&text)
-        .map_err(|e| bad(cfg_path, format!("not valid JSON: {e}")))?;
+    let c: Value =
+        serde_json::from_str(&text).map_err(|e| bad(cfg_path, format!("not valid JSON: {e}")))?;
     let field = |k: &str| c.get(k).filter(|v| !v.is_null());
     match field("peft_type").and_then(Value::as_str) {
         Some("LORA") => {}
-        other => return Err(bad(cfg_path, format!("peft_type {other:?} is not supported (LORA)"))),
+        other => {
+            return Err(bad(
+                cfg_path,
+                format!("peft_type {other:?} is not supported (LORA)"),
+            ))
+        }
     }
     for k in ["use_rslora", "lora_bias", "fan_in_fan_out"] {
         if field(k).and_then(Value::as_bool) == Some(true) {
             return Err(bad(cfg_path, format!("`{k}: true` is not supported")));
         }
     }
-    if let Some(b) = field("bias").and_then(Value::as_str).filter(|b| *b != "none") {
-        return Err(bad(cfg_path, format!("`bias: {b}` is not supported (none)")));
+    if let Some(b) = field("bias")
+        .and_then(Value::as_str)
+        .filter(|b| *b != "none")
+    {
+        return Err(bad(
+            cfg_path,
+            format!("`bias: {b}` is not supported (none)"),
+        ));
     }
     for k in ["rank_pattern", "alpha_pattern"] {
-        if field(k).and_then(Value::as_object).is_some_and(|m| !m.is_empty()) {
+        if field(k)
+            .and_then(Value::as_object)
+            .is_some_and(|m| !m.is_empty())
+        {
             return Err(bad(cfg_path, format!("per-module `{k}` is not supported")));
         }
     }
@@ -225,7 +258,8 @@ fn read_config(cfg_path: &Path) -> Result<LoraConfig> {
     let rank = field("r")
         .and_then(Value::as_u64)
         .filter(|&r| r > 0 && r <= 1 << 16)
-        .ok_or_else(|| bad(cfg_path, "`r` is missing or not in 1..=65536"))? as usize;
+        .ok_or_else(|| bad(cfg_path, "`r` is missing or not in 1..=65536"))?
+        as usize;
     Ok(LoraConfig::new()
         .with_rank(rank)
         .with_alpha(field("lora_alpha").and_then(Value::as_f64).unwrap_or(8.0))
