@@ -70,11 +70,14 @@ impl BartConfig {
                 d,
             )
             .init(device),
-            layernorm_embedding: LayerNormConfig::new(d).init(device),
+            layernorm_embedding: LayerNormConfig::new(d)
+                .with_epsilon(self.layer_norm_eps)
+                .init(device),
             layers: (0..layers)
                 .map(|_| {
                     TransformerBlockConfig::new(d, heads, ffn, self.activation)
                         .with_norm(NormPlacement::Post)
+                        .with_layer_norm_eps(self.layer_norm_eps)
                         .with_cross_attention(cross.then_some(d))
                         .init(device)
                 })

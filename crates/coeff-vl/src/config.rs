@@ -404,6 +404,13 @@ pub struct BartConfig {
     pub forced_bos_token_id: Option<u32>,
     /// `lm_head` shares the token embeddings.
     pub tie_word_embeddings: bool,
+    /// Epsilon of every LayerNorm (BART: PyTorch's default 1e-5; a BERT warm start: BERT's).
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+}
+
+fn default_eps() -> f64 {
+    1e-5
 }
 
 impl BartConfig {
@@ -454,6 +461,7 @@ impl BartConfig {
             decoder_start_token_id: f.token("decoder_start_token_id")?.unwrap_or(eos),
             forced_bos_token_id: f.token("forced_bos_token_id")?,
             tie_word_embeddings: f.bool_or("tie_word_embeddings", true)?,
+            layer_norm_eps: default_eps(),
         };
         for (name, id) in [
             ("pad_token_id", config.pad_token_id),

@@ -30,6 +30,7 @@ pub mod loader;
 pub mod peft_format;
 pub mod pretrained;
 pub mod tokenizer;
+pub mod vl;
 
 pub use bart::{Bart, GenerationConfig};
 pub use bert::{Bert, BertOutput};
@@ -38,3 +39,4 @@ pub use config::{BartConfig, BertConfig, ClipTextConfig};
 pub use error::{Result, VlError};
 pub use loader::{load_bart, load_bert, load_clip, load_clip_text};
 pub use tokenizer::{Encoded, TextTokenizer};
+pub use vl::{Seq2SeqTokens, VisualEmbedding, VlBart};
