@@ -56,6 +56,9 @@ pub struct InferArgs {
 /// Run the model and write its outputs.
 pub fn run<B: Backend>(args: &InferArgs, device: &B::Device) -> Result<()> {
     check_output(args)?;
+    if let Some(kind) = crate::infer_text::text_model(&args.checkpoint.join("config.json")) {
+        return crate::infer_text::run::<B>(kind, args, device);
+    }
 
     // The input's header: name, dtype, shape, before anything is read or built.
     let input = Checkpoint::open(&args.input)
@@ -140,46 +143,56 @@ pub fn run<B: Backend>(args: &InferArgs, device: &B::Device) -> Result<()> {
     };
 
     let mut tensors = BTreeMap::new();
-    let mut put = |name: &str, dims: Vec<usize>, data: TensorData| -> Result<()> {
-        let values = data
-            .convert::<f32>()
-            .into_vec::<f32>()
-            .map_err(|e| anyhow::anyhow!("output `{name}` cannot be read back as f32: {e:?}"))?;
-        let bad = values.iter().filter(|v| !v.is_finite()).count();
-        if bad > 0 {
-            bail!(
-                "output `{name}` has {bad} non-finite value(s) (NaN or ±inf) out of {}: the \
-                 model overflowed on this input (check that `pixel_values` in {} is normalised \
-                 as the checkpoint expects); nothing was written",
-                values.len(),
-                args.input.display()
-            );
-        }
-        tensors.insert(name.to_string(), (dims, values));
-        Ok(())
-    };
-    put(
-        "last_hidden_state",
-        out.last_hidden_state.dims().to_vec(),
-        out.last_hidden_state.into_data(),
-    )?;
-    put(
-        "pooler_output",
-        out.pooler_output.dims().to_vec(),
-        out.pooler_output.into_data(),
-    )?;
+    let mut put = |name: &str, t: TensorData| put_output(&mut tensors, name, t, &args.input);
+    put("last_hidden_state", out.last_hidden_state.into_data())?;
+    put("pooler_output", out.pooler_output.into_data())?;
     if let Some(l) = out.logits {
-        put("logits", l.dims().to_vec(), l.into_data())?;
+        put("logits", l.into_data())?;
     }
     if let Some(e) = out.image_embeds {
-        put("image_embeds", e.dims().to_vec(), e.into_data())?;
+        put("image_embeds", e.into_data())?;
     }
-    coeff_tuning::checkpoint::write_f32_safetensors(&args.output, &tensors)
-        .with_context(|| format!("writing {}", args.output.display()))?;
-    for (k, (s, _)) in &tensors {
+    write_outputs(&args.output, &tensors)
+}
+
+/// Outputs by name: shape and f32 values.
+pub(crate) type Outputs = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
+/// Add one output, which must be finite (else nothing is written: the error names the output
+/// and the input file).
+pub(crate) fn put_output(
+    tensors: &mut Outputs,
+    name: &str,
+    data: TensorData,
+    input: &Path,
+) -> Result<()> {
+    let dims = data.shape.to_vec();
+    let values = data
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .map_err(|e| anyhow::anyhow!("output `{name}` cannot be read back as f32: {e:?}"))?;
+    let bad = values.iter().filter(|v| !v.is_finite()).count();
+    if bad > 0 {
+        bail!(
+            "output `{name}` has {bad} non-finite value(s) (NaN or ±inf) out of {}: the model \
+             overflowed on this input (check that the inputs in {} are what the checkpoint \
+             expects); nothing was written",
+            values.len(),
+            input.display()
+        );
+    }
+    tensors.insert(name.to_string(), (dims, values));
+    Ok(())
+}
+
+/// Write the outputs atomically and list them.
+pub(crate) fn write_outputs(path: &Path, tensors: &Outputs) -> Result<()> {
+    coeff_tuning::checkpoint::write_f32_safetensors(path, tensors)
+        .with_context(|| format!("writing {}", path.display()))?;
+    for (k, (s, _)) in tensors {
         eprintln!("{k}: {s:?}");
     }
-    eprintln!("wrote {}", args.output.display());
+    eprintln!("wrote {}", path.display());
     Ok(())
 }
 

@@ -17,6 +17,7 @@ pub mod fetch;
 pub mod fewshot;
 pub mod geometry;
 pub mod infer;
+pub mod infer_text;
 pub mod limits;
 pub mod memory;
 pub mod plot;

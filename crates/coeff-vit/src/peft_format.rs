@@ -93,11 +93,11 @@ struct VitNames {
 }
 
 impl PeftNames for VitNames {
-    fn to_peft(&self, ours: &str) -> Option<String> {
+    fn peft_module(&self, ours: &str) -> Option<String> {
         to_peft_module(ours).map(|m| format!("{}{m}", self.prefix))
     }
 
-    fn from_peft(&self, module: &str) -> Option<String> {
+    fn our_layer(&self, module: &str) -> Option<String> {
         from_peft_module(module.strip_prefix(self.prefix).unwrap_or(module))
     }
 

@@ -31,9 +31,9 @@ pub const PEFT_PREFIX: &str = "base_model.model.";
 pub trait PeftNames {
     /// The reference module name of our linear layer `ours` (e.g. `layers.0.attn.query` ->
     /// `encoder.layer.0.attention.self.query`), or `None` if it has none.
-    fn to_peft(&self, ours: &str) -> Option<String>;
+    fn peft_module(&self, ours: &str) -> Option<String>;
     /// Our layer path of a reference module name (every naming generation the crate reads).
-    fn from_peft(&self, module: &str) -> Option<String>;
+    fn our_layer(&self, module: &str) -> Option<String>;
     /// Modules saved whole (`modules_to_save`): `(our PeftLinear path, reference module)`.
     fn saved_modules(&self) -> Vec<(String, String)> {
         Vec::new()
@@ -55,7 +55,7 @@ pub struct TableNames<'a> {
 }
 
 impl PeftNames for TableNames<'_> {
-    fn to_peft(&self, ours: &str) -> Option<String> {
+    fn peft_module(&self, ours: &str) -> Option<String> {
         let key = self
             .table
             .checkpoint_key(&format!("{ours}.base.weight"))
@@ -63,7 +63,7 @@ impl PeftNames for TableNames<'_> {
         Some(format!("{}{}", self.prefix, key.strip_suffix(".weight")?))
     }
 
-    fn from_peft(&self, module: &str) -> Option<String> {
+    fn our_layer(&self, module: &str) -> Option<String> {
         let module = module.strip_prefix(self.prefix).unwrap_or(module);
         self.table.module_path(module).ok()?
     }
@@ -125,7 +125,7 @@ pub fn export_peft<B: Backend, M: Module<B>>(
     let mut modules = Vec::new();
     for ours in &injected.lora_layers {
         let module = names
-            .to_peft(ours)
+            .peft_module(ours)
             .ok_or_else(|| bad(&cfg_path, format!("layer `{ours}` has no PEFT module name")))?;
         let (a_shape, a) = get(format!("{ours}.lora.a"))?; // [in, r]
         let (b_shape, b) = get(format!("{ours}.lora.b"))?; // [r, out]
@@ -318,7 +318,7 @@ pub fn import_peft<B: Backend, M: Module<B> + Adaptable<B>>(
             unexpected.push(key);
             continue;
         };
-        let Some(ours) = names.from_peft(module) else {
+        let Some(ours) = names.our_layer(module) else {
             unexpected.push(key);
             continue;
         };

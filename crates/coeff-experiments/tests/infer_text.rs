@@ -1,0 +1,90 @@
+//! `infer` on the text checkpoints of `coeff-vl` (its tiny transformers fixtures): the binary
+//! writes the outputs transformers computed, and refuses bad ids with an error naming them.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use burn::tensor::TensorData;
+use coeff_tuning::checkpoint::{write_safetensors, Checkpoint};
+
+const BIN: &str = env!("CARGO_BIN_EXE_coeff-experiments");
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../coeff-vl/tests/fixtures")
+        .join(name)
+}
+
+fn infer(model: &str, input: &Path, output: &Path) -> (Option<i32>, String) {
+    let out = Command::new(BIN)
+        .arg("infer")
+        .arg("--checkpoint")
+        .arg(fixture(model))
+        .arg("--input")
+        .arg(input)
+        .arg("--output")
+        .arg(output)
+        .output()
+        .expect("the binary runs");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!stderr.contains("panicked at"), "panicked:\n{stderr}");
+    (out.status.code(), stderr)
+}
+
+#[test]
+fn infer_runs_every_text_model_as_transformers() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (model, keys) in [
+        ("bert_tiny", &["last_hidden_state", "pooler_output"][..]),
+        (
+            "clip_text_tiny",
+            &[
+                "last_hidden_state",
+                "penultimate_hidden_state",
+                "pooler_output",
+                "text_embeds",
+            ],
+        ),
+        (
+            "clip_tiny",
+            &["text_embeds", "image_embeds", "logits_per_image"],
+        ),
+        ("bart_tiny", &["encoder_last_hidden_state", "logits"]),
+    ] {
+        let reference = fixture(model).join("reference.safetensors");
+        let output = tmp.path().join(format!("{model}.safetensors"));
+        let (code, stderr) = infer(model, &reference, &output);
+        assert_eq!(code, Some(0), "{model}:\n{stderr}");
+        let (ours, want) = (
+            Checkpoint::open(&output).unwrap(),
+            Checkpoint::open(&reference).unwrap(),
+        );
+        for k in keys {
+            let (s1, a) = ours.read_f32(k).unwrap();
+            let (s2, b) = want.read_f32(k).unwrap();
+            assert_eq!(s1, s2, "{model} {k}");
+            let d = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0f32, f32::max);
+            assert!(d < 1e-4, "{model} {k}: max |diff| {d}");
+        }
+    }
+}
+
+#[test]
+fn infer_refuses_ids_outside_the_vocabulary() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in.safetensors");
+    let ids = TensorData::new(vec![5i64, 1000, 7], [1, 3]);
+    write_safetensors(&input, [("input_ids", &ids)], &[]).unwrap();
+    let output = tmp.path().join("out.safetensors");
+    let (code, stderr) = infer("bert_tiny", &input, &output);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("input_ids") && stderr.contains("1000"),
+        "{stderr}"
+    );
+    assert!(!output.exists());
+}
