@@ -4,6 +4,7 @@
 //! cargo xtask experiment                       # the main job: few-shot ViT sweep on the CPU default
 //! cargo xtask experiment fewshot --backend cuda -- --preset full
 //! cargo xtask experiment toy --backend flex --out runs/toy-flex
+//! cargo xtask experiment vl                    # the VL table on easy-VQA (CPU, ~16 min)
 //! cargo xtask experiment bench-attention --backend cuda -- --width 768 --heads 12
 //! cargo xtask bench --backends flex,ndarray    # compare backends on the toy and an attention stack
 //! cargo xtask fetch                            # real pretrained ViTs: download, convert, verify
@@ -93,6 +94,9 @@ enum Experiment {
     Toy,
     /// Step time of an attention stack with and without Coeff-Tuning.
     BenchAttention,
+    /// Vision-language multi-task tuning (VQA, yes/no, image-pair statements, captions) on
+    /// easy-VQA with a VL-BART-style model: the paper's VL table at CPU scale.
+    Vl,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -133,6 +137,7 @@ impl Experiment {
             Experiment::Fewshot => "fewshot",
             Experiment::Toy => "toy",
             Experiment::BenchAttention => "bench-attention",
+            Experiment::Vl => "vl",
         }
     }
 }

@@ -23,5 +23,7 @@ pub mod memory;
 pub mod plot;
 pub mod report;
 pub mod rng;
+pub mod runs;
 pub mod torch_ref;
 pub mod toy;
+pub mod vl;

@@ -4,7 +4,7 @@
 //! a release build. Each experiment writes `summary.json`, `results.md` and PNG plots into
 //! `--out`.
 
-use coeff_experiments::{backend, bench, fetch, fewshot, infer, memory, toy};
+use coeff_experiments::{backend, bench, fetch, fewshot, infer, memory, toy, vl};
 
 /// Counts live host bytes for the benchmarks' memory columns.
 #[global_allocator]
@@ -54,8 +54,10 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         iters: usize,
     },
-    /// Run a ViT checkpoint directory on `pixel_values` from a safetensors file.
+    /// Run a checkpoint directory (ViT, BERT, CLIP, BART) on inputs from a safetensors file.
     Infer(infer::InferArgs),
+    /// Vision-language multi-task tuning on easy-VQA (LoRA / DoRA, with and without Coeff).
+    Vl(vl::VlArgs),
     /// Peak memory of loading a synthetic checkpoint (`--mb`, f32 and f16) through the
     /// streaming checkpoint loader.
     BenchLoad(bench::LoadArgs),
@@ -98,6 +100,7 @@ fn main() -> Result<()> {
             iters,
         } => bench::run_mix::<backend::Train>(batch, heads, tokens, iters, &device)?,
         Command::Infer(args) => infer::run::<backend::Inner>(&args, &device)?,
+        Command::Vl(args) => vl::run::<backend::Train>(&args, &cli.out, backend::NAME, &device)?,
         Command::BenchLoad(args) => {
             bench::run_load::<backend::Inner>(&args, &cli.out, backend::NAME, &device)?
         }

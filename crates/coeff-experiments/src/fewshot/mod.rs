@@ -74,7 +74,7 @@ pub fn run_config<B: AutodiffBackend>(
     let runs = plan(cfg)?;
     for (_, spec, fingerprint) in &runs {
         let dir = spec.dir(out);
-        train::finished(&dir, fingerprint)?;
+        train::finished::<train::RunResult>(&dir, fingerprint)?;
         train::check_checkpoint(&dir, fingerprint)?;
     }
     let cache = args
@@ -194,7 +194,7 @@ fn sweep<B: AutodiffBackend>(
     for (di, spec, fingerprint) in runs {
         let ds = &datasets[di];
         let dir = spec.dir(out);
-        if let Some(r) = train::finished(&dir, &fingerprint)? {
+        if let Some(r) = train::finished::<train::RunResult>(&dir, &fingerprint)? {
             say(
                 &multi,
                 format!("{}: done before, accuracy {:.3}", spec.label(), r.accuracy),
