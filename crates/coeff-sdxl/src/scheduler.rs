@@ -5,8 +5,39 @@
 //! SDXL's settings are [`ScheduleConfig::sdxl`]: 1000 training steps, `scaled_linear` betas from
 //! 0.00085 to 0.012, "leading" timestep spacing with offset 1.
 
+use std::path::Path;
+
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
+use serde_json::Value;
+
+use crate::error::{Result, UnetError};
+
+/// The sampler a `scheduler_config.json` names (`_class_name`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sampler {
+    /// `EulerDiscreteScheduler` (SDXL's default).
+    Euler,
+    /// `DDIMScheduler` (eta = 0).
+    Ddim,
+}
+
+/// Fields of a scheduler config that must hold their neutral value (what this crate computes).
+const NEUTRAL: &[(&str, &[&str])] = &[
+    ("trained_betas", &["null"]),
+    ("use_karras_sigmas", &["false"]),
+    ("use_exponential_sigmas", &["false"]),
+    ("use_beta_sigmas", &["false"]),
+    ("interpolation_type", &["\"linear\""]),
+    ("rescale_betas_zero_snr", &["false"]),
+    ("final_sigmas_type", &["\"zero\""]),
+    ("timestep_type", &["\"discrete\""]),
+    ("sigma_min", &["null"]),
+    ("sigma_max", &["null"]),
+    ("clip_sample", &["false"]),
+    ("set_alpha_to_one", &["false"]),
+    ("thresholding", &["false"]),
+];
 
 /// How betas go from `beta_start` to `beta_end`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +97,115 @@ impl ScheduleConfig {
             spacing: Spacing::Leading,
             steps_offset: 1,
         }
+    }
+
+    /// Read diffusers' `scheduler_config.json` (a file or its folder): the schedule and which
+    /// sampler it names. Settings this crate does not implement (Karras sigmas, zero-SNR
+    /// rescaling, clipping, ...) are errors naming the field.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<(Self, Sampler)> {
+        let path = path.as_ref();
+        let path = if path.is_dir() {
+            path.join("scheduler_config.json")
+        } else {
+            path.to_path_buf()
+        };
+        let text = std::fs::read_to_string(&path).map_err(|source| UnetError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let v: Value = serde_json::from_str(&text).map_err(|e| UnetError::Config {
+            path: path.clone(),
+            message: format!("not valid JSON: {e}"),
+        })?;
+        let unsupported = |field: &str, value: &Value, why: &str| UnetError::Unsupported {
+            path: path.clone(),
+            field: field.into(),
+            value: value.to_string(),
+            why: why.into(),
+        };
+        let get = |k: &str| v.get(k).unwrap_or(&Value::Null);
+        for (field, neutral) in NEUTRAL {
+            let value = get(field);
+            if !value.is_null() && !neutral.contains(&value.to_string().as_str()) {
+                return Err(unsupported(
+                    field,
+                    value,
+                    &format!("only {}", neutral.join(" or ")),
+                ));
+            }
+        }
+        let sampler = match get("_class_name").as_str() {
+            Some("EulerDiscreteScheduler") => Sampler::Euler,
+            Some("DDIMScheduler") => Sampler::Ddim,
+            _ => {
+                return Err(unsupported(
+                    "_class_name",
+                    get("_class_name"),
+                    "EulerDiscreteScheduler or DDIMScheduler",
+                ))
+            }
+        };
+        let d = Self::sdxl();
+        let number = |k: &str, default: f64| -> Result<f64> {
+            match get(k) {
+                Value::Null => Ok(default),
+                x => x
+                    .as_f64()
+                    .filter(|f| f.is_finite() && *f >= 0.0)
+                    .ok_or_else(|| UnetError::Config {
+                        path: path.clone(),
+                        message: format!("`{k}` is {x}, not a non-negative number"),
+                    }),
+            }
+        };
+        let steps = number("num_train_timesteps", d.num_train_timesteps as f64)?;
+        if !(1.0..=100_000.0).contains(&steps) || steps.fract() != 0.0 {
+            return Err(unsupported(
+                "num_train_timesteps",
+                get("num_train_timesteps"),
+                "an integer in 1..=100000",
+            ));
+        }
+        let config = Self {
+            num_train_timesteps: steps as usize,
+            beta_start: number("beta_start", d.beta_start)?,
+            beta_end: number("beta_end", d.beta_end)?,
+            beta_schedule: match get("beta_schedule").as_str().unwrap_or("linear") {
+                "linear" => BetaSchedule::Linear,
+                "scaled_linear" => BetaSchedule::ScaledLinear,
+                _ => {
+                    return Err(unsupported(
+                        "beta_schedule",
+                        get("beta_schedule"),
+                        "linear or scaled_linear",
+                    ))
+                }
+            },
+            prediction: match get("prediction_type").as_str().unwrap_or("epsilon") {
+                "epsilon" => Prediction::Epsilon,
+                "v_prediction" => Prediction::V,
+                _ => {
+                    return Err(unsupported(
+                        "prediction_type",
+                        get("prediction_type"),
+                        "epsilon or v_prediction",
+                    ))
+                }
+            },
+            spacing: match get("timestep_spacing").as_str().unwrap_or("leading") {
+                "leading" => Spacing::Leading,
+                "trailing" => Spacing::Trailing,
+                _ => {
+                    return Err(unsupported(
+                        "timestep_spacing",
+                        get("timestep_spacing"),
+                        "leading or trailing",
+                    ))
+                }
+            },
+            steps_offset: number("steps_offset", 0.0)? as usize,
+        };
+        Ok((config, sampler))
     }
 
     /// `alphas_cumprod[t] = prod_{s <= t} (1 - beta_s)`.

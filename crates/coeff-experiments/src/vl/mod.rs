@@ -70,6 +70,9 @@ pub struct VlArgs {
     /// Test examples per task.
     #[arg(long)]
     pub test_per_task: Option<usize>,
+    /// Peak learning rate of LoRA / DoRA and the new parts.
+    #[arg(long)]
+    pub lr: Option<f64>,
     /// A Hugging Face BART or BERT folder (config.json, model.safetensors, tokenizer.json)
     /// instead of MiniLM.
     #[arg(long)]
@@ -197,7 +200,7 @@ impl VlConfig {
             backbone: if full { "clip-b16" } else { "dinov2-s14" }.into(),
             resolution: if full { 224 } else { 56 },
             text_model: args.text_model.clone(),
-            lr: 1e-3,
+            lr: args.lr.unwrap_or(1e-3),
             coeff_lr: 1e-2,
             full_lr: 1e-4,
             lora_rank: 8,
@@ -499,7 +502,7 @@ pub fn run<B: AutodiffBackend>(
             &dir,
             device,
         )?;
-        overall.println(format!(
+        say(&overall, format!(
             "{}-s{seed}: vqa {:.1} gqa {:.1} nlvr {:.1} caption BLEU-4 {:.1} CIDEr {:.1} | average {:.1} | {:.0} ms/step",
             method.name(), r.scores.vqa, r.scores.gqa, r.scores.nlvr, r.scores.caption_bleu4, r.scores.caption_cider, r.scores.average, r.step_ms
         ));
@@ -508,6 +511,15 @@ pub fn run<B: AutodiffBackend>(
     }
     overall.finish_and_clear();
     write_summary(&cfg, &results, out, backend, t0.elapsed().as_secs_f64())
+}
+
+/// A line above the progress bar, or on stderr when bars are hidden (not a terminal).
+fn say(bar: &ProgressBar, line: String) {
+    if bar.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        bar.println(line);
+    }
 }
 
 /// CLS + 2x2-pooled patch tokens of every image of both splits, `[n, 5, dim]`, cached.
