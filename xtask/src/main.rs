@@ -5,6 +5,7 @@
 //! cargo xtask experiment fewshot --backend cuda -- --preset full
 //! cargo xtask experiment toy --backend flex --out runs/toy-flex
 //! cargo xtask experiment vl                    # the VL table on easy-VQA (CPU, ~16 min)
+//! cargo xtask sample -- --pipeline DIR --prompt "a cat" --output cat.png   # SDXL text-to-image
 //! cargo xtask experiment bench-attention --backend cuda -- --width 768 --heads 12
 //! cargo xtask bench --backends flex,ndarray    # compare backends on the toy and an attention stack
 //! cargo xtask fetch                            # real pretrained ViTs: download, convert, verify
@@ -70,6 +71,16 @@ enum Task {
         /// Output safetensors.
         #[arg(long)]
         output: PathBuf,
+    },
+    /// Text-to-image with a diffusers SDXL folder (arguments after `--`: `--pipeline DIR
+    /// --prompt TEXT --output image.png [--steps 30 --guidance 5 --seed 0 --height --width]`).
+    Sample {
+        /// Backend.
+        #[arg(long, value_enum, default_value_t = DEFAULT_BACKEND)]
+        backend: Backend,
+        /// Arguments of the sampler (after `--`); relative paths are resolved here.
+        #[arg(last = true)]
+        args: Vec<String>,
     },
     /// Run the toy and the attention-stack benchmark on several backends and compare.
     Bench {
@@ -180,6 +191,23 @@ fn main() -> Result<()> {
                 abs(output),
             ];
             run_program("infer", backend, Path::new("runs/infer"), &args)
+        }
+        Task::Sample { backend, args } => {
+            // The program runs in the workspace root: make path arguments absolute first.
+            let mut abs = Vec::with_capacity(args.len());
+            let mut path_next = false;
+            for a in args {
+                let flag = a == "--pipeline" || a == "--output";
+                abs.push(if path_next {
+                    std::path::absolute(&a)
+                        .map(|p| p.display().to_string())
+                        .unwrap_or(a)
+                } else {
+                    a
+                });
+                path_next = flag;
+            }
+            run_program("sample", backend, Path::new("runs/sample"), &abs)
         }
         Task::Bench {
             backends,

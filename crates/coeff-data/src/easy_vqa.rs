@@ -9,7 +9,7 @@
 //! recovered from the answers of its questions ([`image_labels`]).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use coeff_assets::{fetch_wheel, zip_entries, Wheel};
 
@@ -92,7 +92,7 @@ pub fn easy_vqa(cache: &Path, log: &mut dyn FnMut(&str)) -> Result<EasyVqa> {
     })
 }
 
-fn parse_questions(path: &PathBuf, raw: &[u8]) -> Result<Vec<Question>> {
+fn parse_questions(path: &Path, raw: &[u8]) -> Result<Vec<Question>> {
     let value: serde_json::Value =
         serde_json::from_slice(raw).map_err(|e| format(path, format!("not JSON: {e}")))?;
     let rows = value

@@ -56,8 +56,12 @@ pub struct InferArgs {
 /// Run the model and write its outputs.
 pub fn run<B: Backend>(args: &InferArgs, device: &B::Device) -> Result<()> {
     check_output(args)?;
-    if let Some(kind) = crate::infer_text::text_model(&args.checkpoint.join("config.json")) {
+    let config = args.checkpoint.join("config.json");
+    if let Some(kind) = crate::infer_text::text_model(&config) {
         return crate::infer_text::run::<B>(kind, args, device);
+    }
+    if let Some(kind) = crate::infer_diffusion::diffusion_model(&config) {
+        return crate::infer_diffusion::run::<B>(kind, args, device);
     }
 
     // The input's header: name, dtype, shape, before anything is read or built.

@@ -4,7 +4,7 @@
 //! a release build. Each experiment writes `summary.json`, `results.md` and PNG plots into
 //! `--out`.
 
-use coeff_experiments::{backend, bench, fetch, fewshot, infer, memory, toy, vl};
+use coeff_experiments::{backend, bench, fetch, fewshot, infer, memory, sample, toy, vl};
 
 /// Counts live host bytes for the benchmarks' memory columns.
 #[global_allocator]
@@ -58,6 +58,8 @@ enum Command {
     Infer(infer::InferArgs),
     /// Vision-language multi-task tuning on easy-VQA (LoRA / DoRA, with and without Coeff).
     Vl(vl::VlArgs),
+    /// Text-to-image with a diffusers SDXL folder.
+    Sample(sample::SampleArgs),
     /// Peak memory of loading a synthetic checkpoint (`--mb`, f32 and f16) through the
     /// streaming checkpoint loader.
     BenchLoad(bench::LoadArgs),
@@ -100,6 +102,7 @@ fn main() -> Result<()> {
             iters,
         } => bench::run_mix::<backend::Train>(batch, heads, tokens, iters, &device)?,
         Command::Infer(args) => infer::run::<backend::Inner>(&args, &device)?,
+        Command::Sample(args) => sample::run::<backend::Inner>(&args, &device)?,
         Command::Vl(args) => vl::run::<backend::Train>(&args, &cli.out, backend::NAME, &device)?,
         Command::BenchLoad(args) => {
             bench::run_load::<backend::Inner>(&args, &cli.out, backend::NAME, &device)?

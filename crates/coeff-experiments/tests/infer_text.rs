@@ -88,3 +88,49 @@ fn infer_refuses_ids_outside_the_vocabulary() {
     );
     assert!(!output.exists());
 }
+
+/// The same for diffusers folders: the tiny UNet and VAE of the coeff-sdxl fixtures.
+#[test]
+fn infer_runs_diffusers_unet_and_vae_folders() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sdxl = Path::new(env!("CARGO_MANIFEST_DIR")).join("../coeff-sdxl/tests/fixtures");
+    for (model, pairs) in [
+        ("sdxl_tiny", &[("sample", "out_sample")][..]),
+        (
+            "vae_tiny",
+            &[("latent_mean", "latent_mean"), ("decoded", "decoded")],
+        ),
+    ] {
+        let reference = sdxl.join(model).join("reference.safetensors");
+        let output = tmp.path().join(format!("{model}.safetensors"));
+        let out = Command::new(BIN)
+            .arg("infer")
+            .arg("--checkpoint")
+            .arg(sdxl.join(model))
+            .arg("--input")
+            .arg(&reference)
+            .arg("--output")
+            .arg(&output)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{model}:\n{stderr}");
+        let (ours, want) = (
+            Checkpoint::open(&output).unwrap(),
+            Checkpoint::open(&reference).unwrap(),
+        );
+        for (k, r) in pairs {
+            let (_, a) = ours.read_f32(k).unwrap();
+            let (_, b) = want.read_f32(r).unwrap();
+            let d = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0f32, f32::max);
+            assert!(
+                a.len() == b.len() && d < 1e-4,
+                "{model} {k}: max |diff| {d}"
+            );
+        }
+    }
+}

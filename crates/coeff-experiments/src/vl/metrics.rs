@@ -5,6 +5,9 @@
 
 use std::collections::HashMap;
 
+/// Per n-gram order: tf-idf weights of a sentence's n-grams.
+type NgramVectors = Vec<HashMap<Vec<String>, f64>>;
+
 /// Lower-cased words with punctuation removed (the COCO evaluation's tokenisation, roughly).
 pub fn words(text: &str) -> Vec<String> {
     text.to_lowercase()
@@ -107,7 +110,7 @@ pub fn cider_d(hyps: &[String], refs: &[Vec<String>]) -> f64 {
     }
     let log_docs = n_docs.ln();
     // tf-idf vectors per n, with their norms and the sentence length.
-    let vectors = |w: &[String]| -> (Vec<HashMap<Vec<String>, f64>>, Vec<f64>, usize) {
+    let vectors = |w: &[String]| -> (NgramVectors, Vec<f64>, usize) {
         let mut vecs = Vec::with_capacity(4);
         let mut norms = Vec::with_capacity(4);
         for n in 1..=4 {

@@ -73,6 +73,9 @@ pub struct VlArgs {
     /// Peak learning rate of LoRA / DoRA and the new parts.
     #[arg(long)]
     pub lr: Option<f64>,
+    /// Peak learning rate of Coeff's alpha.
+    #[arg(long)]
+    pub coeff_lr: Option<f64>,
     /// A Hugging Face BART or BERT folder (config.json, model.safetensors, tokenizer.json)
     /// instead of MiniLM.
     #[arg(long)]
@@ -191,8 +194,8 @@ impl VlConfig {
             preset: args.preset,
             methods,
             seeds: (0..args.seeds.unwrap_or(if full { 5 } else { 3 }) as u64).collect(),
-            steps: args.steps.unwrap_or(if full { 4000 } else { 160 }),
-            batch_size: if full { 64 } else { 24 },
+            steps: args.steps.unwrap_or(if full { 4000 } else { 240 }),
+            batch_size: if full { 64 } else { 20 },
             train_per_task: args
                 .train_per_task
                 .unwrap_or(if full { 7000 } else { 1000 }),
@@ -201,7 +204,7 @@ impl VlConfig {
             resolution: if full { 224 } else { 56 },
             text_model: args.text_model.clone(),
             lr: args.lr.unwrap_or(1e-3),
-            coeff_lr: 1e-2,
+            coeff_lr: args.coeff_lr.unwrap_or(1e-3),
             full_lr: 1e-4,
             lora_rank: 8,
             coeff_dropout: 0.1,
@@ -278,6 +281,12 @@ impl RunRecord for VlRunResult {
         &self.fingerprint
     }
 }
+
+/// Token ids, one row per example.
+type Rows = Vec<Vec<u32>>;
+
+/// A test output: (input, output, target).
+type Sample = (String, String, String);
 
 /// Tokenised examples and the image features of their split.
 struct Data {
@@ -409,7 +418,7 @@ pub fn run<B: AutodiffBackend>(
     );
     let max_len = probe.config.max_position_embeddings;
     drop(probe);
-    let tokenize = |examples: &[Example]| -> Result<(Vec<Vec<u32>>, Vec<Vec<u32>>)> {
+    let tokenize = |examples: &[Example]| -> Result<(Rows, Rows)> {
         let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
         let targets: Vec<&str> = examples.iter().map(|e| e.target.as_str()).collect();
         let inputs = tokenizer.encode_batch(&texts)?.ids;
@@ -510,7 +519,73 @@ pub fn run<B: AutodiffBackend>(
         overall.inc(1);
     }
     overall.finish_and_clear();
-    write_summary(&cfg, &results, out, backend, t0.elapsed().as_secs_f64())
+    let bounds = reference_points(&train.examples, &test.examples);
+    write_summary(
+        &cfg,
+        &results,
+        &bounds,
+        out,
+        backend,
+        t0.elapsed().as_secs_f64(),
+    )
+}
+
+/// Where the scores lie: the floor (every test example answered with its task's most common
+/// training target) and the ceiling (every answer right, captions = the training template).
+#[derive(Debug, Clone, Serialize)]
+pub struct Bounds {
+    /// Most-common-answer scores.
+    pub floor: Scores,
+    /// Oracle scores.
+    pub ceiling: Scores,
+}
+
+fn reference_points(train: &[Example], test: &[Example]) -> Bounds {
+    let score = |answer: &dyn Fn(&Example) -> String| -> Scores {
+        let of = |t: Task| -> (Vec<String>, Vec<Vec<String>>) {
+            test.iter()
+                .filter(|e| e.task == t)
+                .map(|e| (answer(e), e.refs.clone()))
+                .unzip()
+        };
+        let em = |t: Task| {
+            let (h, r) = of(t);
+            100.0
+                * h.iter()
+                    .zip(&r)
+                    .filter(|(h, r)| r.iter().any(|r| metrics::exact_match(h, r)))
+                    .count() as f64
+                / h.len().max(1) as f64
+        };
+        let (ch, cr) = of(Task::Caption);
+        let (vqa, gqa, nlvr) = (em(Task::Vqa), em(Task::Gqa), em(Task::Nlvr));
+        let cider = 100.0 * metrics::cider_d(&ch, &cr);
+        Scores {
+            vqa,
+            gqa,
+            nlvr,
+            caption_bleu4: 100.0 * metrics::bleu4(&ch, &cr),
+            caption_cider: cider,
+            caption_em: em(Task::Caption),
+            average: (vqa + gqa + nlvr + cider) / 4.0,
+        }
+    };
+    let mut common: BTreeMap<Task, String> = BTreeMap::new();
+    for t in Task::ALL {
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for e in train.iter().filter(|e| e.task == t) {
+            *counts.entry(e.target.as_str()).or_default() += 1;
+        }
+        let top = counts
+            .into_iter()
+            .max_by_key(|(_, c)| *c)
+            .map(|(a, _)| a.to_string());
+        common.insert(t, top.unwrap_or_default());
+    }
+    Bounds {
+        floor: score(&|e| common[&e.task].clone()),
+        ceiling: score(&|e| e.target.clone()),
+    }
 }
 
 /// A line above the progress bar, or on stderr when bars are hidden (not a terminal).
@@ -737,7 +812,7 @@ fn evaluate<B: Backend>(
     test: &Data,
     tokenizer: &TextTokenizer,
     device: &B::Device,
-) -> Result<(Scores, Vec<(String, String, String)>)> {
+) -> Result<(Scores, Vec<Sample>)> {
     let c = &model.text.config;
     let generation = GenerationConfig {
         max_new_tokens: cfg.max_new_tokens,
@@ -823,6 +898,7 @@ fn mean_sd(v: &[f64]) -> (f64, f64) {
 #[derive(Serialize)]
 struct Summary<'a> {
     config: &'a VlConfig,
+    bounds: &'a Bounds,
     provenance: Provenance,
     wall_seconds: f64,
     runs: &'a [VlRunResult],
@@ -833,6 +909,7 @@ struct Summary<'a> {
 fn write_summary(
     cfg: &VlConfig,
     results: &[VlRunResult],
+    bounds: &Bounds,
     out: &Path,
     backend: &'static str,
     wall: f64,
@@ -892,6 +969,23 @@ fn write_summary(
         ]);
         table.insert(method.name().to_string(), row);
     }
+    for (name, b) in [
+        ("(floor: most common answer)", &bounds.floor),
+        ("(ceiling: oracle)", &bounds.ceiling),
+    ] {
+        rows.push(vec![
+            name.to_string(),
+            "-".into(),
+            "-".into(),
+            format!("{:.1}", b.vqa),
+            format!("{:.1}", b.gqa),
+            format!("{:.1}", b.nlvr),
+            format!("{:.1}", b.caption_bleu4),
+            format!("{:.1}", b.caption_cider),
+            format!("{:.1}", b.average),
+            "-".into(),
+        ]);
+    }
     let mut md = format!(
         "# Vision-language multi-task tuning on easy-VQA\n\n{} seed(s), {} steps of batch {}, {} train / {} test examples per task, image features: {} at {} px, text model: {}.\n\n",
         cfg.seeds.len(), cfg.steps, cfg.batch_size, cfg.train_per_task, cfg.test_per_task, cfg.backbone, cfg.resolution,
@@ -948,6 +1042,7 @@ fn write_summary(
         &out.join("summary.json"),
         &Summary {
             config: cfg,
+            bounds,
             provenance: Provenance::new(backend, cfg.seeds[0]),
             wall_seconds: wall,
             runs: results,
