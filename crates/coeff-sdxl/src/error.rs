@@ -47,6 +47,9 @@ pub enum UnetError {
     /// mis-shaped tensors, bad files); the error names the file and keys.
     #[error(transparent)]
     Checkpoint(#[from] coeff_tuning::CheckpointError),
+    /// Injecting, exporting or importing adapters failed.
+    #[error(transparent)]
+    Peft(#[from] coeff_tuning::PeftError),
     /// A text encoder or tokenizer of a pipeline failed (the image-text crate's error).
     #[error(transparent)]
     Text(#[from] coeff_vl::VlError),

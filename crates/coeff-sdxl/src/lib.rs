@@ -24,6 +24,7 @@ pub mod blocks;
 pub mod config;
 pub mod error;
 pub mod loader;
+pub mod lora_format;
 pub mod pipeline;
 pub mod scheduler;
 pub mod unet;

@@ -16,6 +16,8 @@ use super::error::{CheckpointError, Result};
 struct Shard {
     path: PathBuf,
     mmap: Mmap,
+    /// The header's `__metadata__` strings.
+    metadata: BTreeMap<String, String>,
     /// Offset of the data section: 8 + header length.
     data_start: usize,
 }
@@ -195,6 +197,18 @@ impl Checkpoint {
             );
         }
         self.shards.push(shard);
+    }
+
+    /// The `__metadata__` strings of the header (of every shard, the first shard's value
+    /// where they differ), e.g. `format: pt`, diffusers' `lora_adapter_metadata`.
+    pub fn metadata(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for shard in &self.shards {
+            for (k, v) in &shard.metadata {
+                out.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+        out
     }
 
     /// The file or index this checkpoint was opened from.
@@ -406,6 +420,11 @@ fn map_shard(path: &Path) -> Result<(Shard, Vec<(String, safetensors::tensor::Te
     Ok((
         Shard {
             path: path.to_path_buf(),
+            metadata: meta
+                .metadata()
+                .as_ref()
+                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default(),
             mmap,
             // `read_metadata` checked that 8 + n + data length is the file's length.
             data_start: 8 + n,

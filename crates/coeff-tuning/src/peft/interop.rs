@@ -24,6 +24,9 @@ use crate::checkpoint::{write_f32_safetensors, Checkpoint, KeyTable};
 use crate::error::{PeftError, Result};
 use crate::io::transpose;
 
+/// Tensors by name: shape and f32 values.
+type Tensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
 /// Every key of a PEFT adapter file starts with this.
 pub const PEFT_PREFIX: &str = "base_model.model.";
 
@@ -98,6 +101,63 @@ fn transposed(shape: &[usize], data: &[f32]) -> (Vec<usize>, Vec<f32>) {
     )
 }
 
+/// Trained parameter values by path.
+fn trained_values<B: Backend, M: Module<B>>(model: &M, injected: &Injected) -> Tensors {
+    params::collect_params(model, &injected.trainable_prefixes())
+        .into_iter()
+        .map(|(p, s, v)| (p, (s, v)))
+        .collect()
+}
+
+/// The LoRA / DoRA tensors of `injected` under `prefix` + the reference module names, in
+/// PEFT's layout, and those module names.
+fn lora_tensors<B: Backend, M: Module<B>>(
+    model: &M,
+    injected: &Injected,
+    names: &dyn PeftNames,
+    cfg_path: &Path,
+    prefix: &str,
+) -> Result<(Tensors, Vec<String>)> {
+    let lora = injected
+        .config
+        .lora
+        .as_ref()
+        .ok_or_else(|| bad(cfg_path, "the adapter has no LoRA/DoRA part to export"))?;
+    let values = trained_values(model, injected);
+    let get = |param: String| {
+        values
+            .get(&param)
+            .ok_or_else(|| bad(cfg_path, format!("model parameter `{param}` missing")))
+    };
+    let mut tensors = BTreeMap::new();
+    let mut modules = Vec::new();
+    for ours in &injected.lora_layers {
+        let module = names
+            .peft_module(ours)
+            .ok_or_else(|| bad(cfg_path, format!("layer `{ours}` has no PEFT module name")))?;
+        let (a_shape, a) = get(format!("{ours}.lora.a"))?; // [in, r]
+        let (b_shape, b) = get(format!("{ours}.lora.b"))?; // [r, out]
+        if a_shape.len() != 2 || b_shape.len() != 2 {
+            return Err(bad(
+                cfg_path,
+                format!("layer `{ours}` is not a linear layer; PEFT export covers linear LoRA"),
+            ));
+        }
+        let key = format!("{prefix}{module}");
+        tensors.insert(format!("{key}.lora_A.weight"), transposed(a_shape, a));
+        tensors.insert(format!("{key}.lora_B.weight"), transposed(b_shape, b));
+        if lora.use_dora {
+            let (m_shape, m) = get(format!("{ours}.lora.magnitude"))?;
+            tensors.insert(
+                format!("{key}.lora_magnitude_vector"),
+                (m_shape.clone(), m.clone()),
+            );
+        }
+        modules.push(module);
+    }
+    Ok((tensors, modules))
+}
+
 /// Write the LoRA / DoRA part of `injected` (and its saved modules) in PEFT's layout.
 pub fn export_peft<B: Backend, M: Module<B>>(
     model: &M,
@@ -111,42 +171,13 @@ pub fn export_peft<B: Backend, M: Module<B>>(
         .lora
         .as_ref()
         .ok_or_else(|| bad(&cfg_path, "the adapter has no LoRA/DoRA part to export"))?;
-    let values: BTreeMap<String, (Vec<usize>, Vec<f32>)> =
-        params::collect_params(model, &injected.trainable_prefixes())
-            .into_iter()
-            .map(|(p, s, v)| (p, (s, v)))
-            .collect();
+    let (mut tensors, modules) = lora_tensors(model, injected, names, &cfg_path, PEFT_PREFIX)?;
+    let values = trained_values(model, injected);
     let get = |param: String| {
         values
             .get(&param)
             .ok_or_else(|| bad(&cfg_path, format!("model parameter `{param}` missing")))
     };
-    let mut tensors = BTreeMap::new();
-    let mut modules = Vec::new();
-    for ours in &injected.lora_layers {
-        let module = names
-            .peft_module(ours)
-            .ok_or_else(|| bad(&cfg_path, format!("layer `{ours}` has no PEFT module name")))?;
-        let (a_shape, a) = get(format!("{ours}.lora.a"))?; // [in, r]
-        let (b_shape, b) = get(format!("{ours}.lora.b"))?; // [r, out]
-        if a_shape.len() != 2 || b_shape.len() != 2 {
-            return Err(bad(
-                &cfg_path,
-                format!("layer `{ours}` is not a linear layer; PEFT export covers linear LoRA"),
-            ));
-        }
-        let key = format!("{PEFT_PREFIX}{module}");
-        tensors.insert(format!("{key}.lora_A.weight"), transposed(a_shape, a));
-        tensors.insert(format!("{key}.lora_B.weight"), transposed(b_shape, b));
-        if lora.use_dora {
-            let (m_shape, m) = get(format!("{ours}.lora.magnitude"))?;
-            tensors.insert(
-                format!("{key}.lora_magnitude_vector"),
-                (m_shape.clone(), m.clone()),
-            );
-        }
-        modules.push(module);
-    }
     let saved_names = names.saved_modules();
     let mut modules_to_save = Vec::new();
     for saved in &injected.saved_modules {
@@ -220,6 +251,11 @@ fn read_config(cfg_path: &Path) -> Result<LoraConfig> {
     })?;
     let c: Value =
         serde_json::from_str(&text).map_err(|e| bad(cfg_path, format!("not valid JSON: {e}")))?;
+    lora_config(&c, cfg_path)
+}
+
+/// The LoRA config of a PEFT config object (`path` names where it came from in errors).
+fn lora_config(c: &Value, cfg_path: &Path) -> Result<LoraConfig> {
     let field = |k: &str| c.get(k).filter(|v| !v.is_null());
     match field("peft_type").and_then(Value::as_str) {
         Some("LORA") => {}
@@ -276,7 +312,26 @@ pub fn import_peft<B: Backend, M: Module<B> + Adaptable<B>>(
 ) -> Result<(M, Injected)> {
     let cfg_path = dir.join("adapter_config.json");
     let lora = read_config(&cfg_path)?;
-    let weights = dir.join("adapter_model.safetensors");
+    import_tensors(
+        model,
+        names,
+        lora,
+        &dir.join("adapter_model.safetensors"),
+        PEFT_PREFIX,
+    )
+}
+
+/// Inject `lora` into the layers the tensors of `weights` (keys `prefix` + module name + the
+/// LoRA leaf) name, and load them.
+fn import_tensors<B: Backend, M: Module<B> + Adaptable<B>>(
+    model: M,
+    names: &dyn PeftNames,
+    lora: LoraConfig,
+    weights: &Path,
+    prefix: &str,
+) -> Result<(M, Injected)> {
+    let cfg_path = weights.to_path_buf();
+    let weights = weights.to_path_buf();
     let ckpt = Checkpoint::open(&weights)?;
     let saved_names = names.saved_modules();
     let mut layers = std::collections::BTreeSet::new();
@@ -287,7 +342,7 @@ pub fn import_peft<B: Backend, M: Module<B> + Adaptable<B>>(
     let mut unexpected = Vec::new();
     for key in ckpt.keys() {
         let (shape, data) = ckpt.read_f32(&key)?;
-        let Some(rest) = key.strip_prefix(PEFT_PREFIX) else {
+        let Some(rest) = key.strip_prefix(prefix) else {
             unexpected.push(key);
             continue;
         };
@@ -380,4 +435,114 @@ pub fn import_peft<B: Backend, M: Module<B> + Adaptable<B>>(
         }
     }
     Ok((params::replace_params(model, &values), injected))
+}
+
+/// The safetensors metadata key under which diffusers keeps the LoRA config of each component.
+pub const DIFFUSERS_METADATA_KEY: &str = "lora_adapter_metadata";
+
+/// Write the LoRA / DoRA part of `injected` in the file diffusers' `load_lora_weights` reads
+/// (`pytorch_lora_weights.safetensors`): keys `<component>.<module>.lora_A.weight` ...,
+/// and the PEFT config as `<component>.r`, `<component>.lora_alpha`, ... in the
+/// `lora_adapter_metadata` JSON, as `save_lora_weights` writes them. `component` is
+/// `unet` (or `text_encoder`, `text_encoder_2`, `transformer`).
+pub fn export_diffusers_lora<B: Backend, M: Module<B>>(
+    model: &M,
+    injected: &Injected,
+    names: &dyn PeftNames,
+    component: &str,
+    path: &Path,
+) -> Result<PeftExport> {
+    let lora = injected
+        .config
+        .lora
+        .as_ref()
+        .ok_or_else(|| bad(path, "the adapter has no LoRA/DoRA part to export"))?;
+    if !injected.saved_modules.is_empty() {
+        return Err(bad(
+            path,
+            format!(
+                "modules_to_save ({}) have no place in a diffusers LoRA file",
+                injected.saved_modules.join(", ")
+            ),
+        ));
+    }
+    let (tensors, modules) = lora_tensors(model, injected, names, path, &format!("{component}."))?;
+    let config = json!({
+        "peft_type": "LORA",
+        "r": lora.rank,
+        "lora_alpha": lora.alpha,
+        "lora_dropout": lora.dropout,
+        "target_modules": modules,
+        "use_dora": lora.use_dora,
+        "use_rslora": false,
+        "bias": "none",
+        "fan_in_fan_out": false,
+        "init_lora_weights": true,
+        "rank_pattern": {},
+        "alpha_pattern": {},
+    });
+    let prefixed: serde_json::Map<String, Value> = config
+        .as_object()
+        .expect("object")
+        .iter()
+        .map(|(k, v)| (format!("{component}.{k}"), v.clone()))
+        .collect();
+    let meta = serde_json::to_string_pretty(&prefixed).expect("json");
+    let data: Vec<(String, burn::tensor::TensorData)> = tensors
+        .into_iter()
+        .map(|(k, (shape, v))| (k, burn::tensor::TensorData::new(v, shape)))
+        .collect();
+    let n = data.len();
+    crate::checkpoint::write_safetensors(
+        path,
+        data.iter().map(|(k, d)| (k.as_str(), d)),
+        &[("format", "pt"), (DIFFUSERS_METADATA_KEY, &meta)],
+    )?;
+    Ok(PeftExport {
+        tensors: n,
+        coeff_layers_left_out: injected.coeff_layers.clone(),
+    })
+}
+
+/// Inject and load the `component` part of a diffusers LoRA file (`load_lora_weights`'s
+/// format, PEFT key layout, config in the `lora_adapter_metadata`). Without metadata (older
+/// files) the rank is read off the tensors and `lora_alpha` = rank (diffusers' default).
+pub fn import_diffusers_lora<B: Backend, M: Module<B> + Adaptable<B>>(
+    model: M,
+    names: &dyn PeftNames,
+    component: &str,
+    path: &Path,
+) -> Result<(M, Injected)> {
+    let ckpt = Checkpoint::open(path)?;
+    let prefix = format!("{component}.");
+    let meta = ckpt.metadata().get(DIFFUSERS_METADATA_KEY).cloned();
+    let lora = match meta {
+        Some(text) => {
+            let all: Value = serde_json::from_str(&text)
+                .map_err(|e| bad(path, format!("`{DIFFUSERS_METADATA_KEY}` is not JSON: {e}")))?;
+            let own: serde_json::Map<String, Value> = all
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|(k, v)| {
+                            Some((k.strip_prefix(&prefix)?.to_string(), v.clone()))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            lora_config(&Value::Object(own), path)?
+        }
+        None => {
+            let rank = ckpt
+                .keys()
+                .into_iter()
+                .find(|k| k.starts_with(&prefix) && k.ends_with(".lora_A.weight"))
+                .map(|k| ckpt.info(&k).map(|i| i.shape.first().copied().unwrap_or(0)))
+                .transpose()?
+                .filter(|&r| r > 0)
+                .ok_or_else(|| bad(path, format!("no `{prefix}*.lora_A.weight` tensor")))?;
+            LoraConfig::new().with_rank(rank).with_alpha(rank as f64)
+        }
+    };
+    import_tensors(model, names, lora, path, &prefix)
 }
