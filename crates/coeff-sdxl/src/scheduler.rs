@@ -166,43 +166,65 @@ impl ScheduleConfig {
                 "an integer in 1..=100000",
             ));
         }
+        // A string field with a default, one of `options` (the error lists them).
+        fn choose<T: Copy>(
+            v: &Value,
+            path: &Path,
+            field: &str,
+            default: &str,
+            options: &[(&str, T)],
+        ) -> Result<T> {
+            let value = v.get(field).unwrap_or(&Value::Null);
+            let name = value.as_str().unwrap_or(default);
+            options
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, t)| *t)
+                .ok_or_else(|| UnetError::Unsupported {
+                    path: path.to_path_buf(),
+                    field: field.into(),
+                    value: value.to_string(),
+                    why: options
+                        .iter()
+                        .map(|(n, _)| *n)
+                        .collect::<Vec<_>>()
+                        .join(" or "),
+                })
+        }
         let config = Self {
             num_train_timesteps: steps as usize,
             beta_start: number("beta_start", d.beta_start)?,
             beta_end: number("beta_end", d.beta_end)?,
-            beta_schedule: match get("beta_schedule").as_str().unwrap_or("linear") {
-                "linear" => BetaSchedule::Linear,
-                "scaled_linear" => BetaSchedule::ScaledLinear,
-                _ => {
-                    return Err(unsupported(
-                        "beta_schedule",
-                        get("beta_schedule"),
-                        "linear or scaled_linear",
-                    ))
-                }
-            },
-            prediction: match get("prediction_type").as_str().unwrap_or("epsilon") {
-                "epsilon" => Prediction::Epsilon,
-                "v_prediction" => Prediction::V,
-                _ => {
-                    return Err(unsupported(
-                        "prediction_type",
-                        get("prediction_type"),
-                        "epsilon or v_prediction",
-                    ))
-                }
-            },
-            spacing: match get("timestep_spacing").as_str().unwrap_or("leading") {
-                "leading" => Spacing::Leading,
-                "trailing" => Spacing::Trailing,
-                _ => {
-                    return Err(unsupported(
-                        "timestep_spacing",
-                        get("timestep_spacing"),
-                        "leading or trailing",
-                    ))
-                }
-            },
+            beta_schedule: choose(
+                &v,
+                &path,
+                "beta_schedule",
+                "linear",
+                &[
+                    ("linear", BetaSchedule::Linear),
+                    ("scaled_linear", BetaSchedule::ScaledLinear),
+                ],
+            )?,
+            prediction: choose(
+                &v,
+                &path,
+                "prediction_type",
+                "epsilon",
+                &[
+                    ("epsilon", Prediction::Epsilon),
+                    ("v_prediction", Prediction::V),
+                ],
+            )?,
+            spacing: choose(
+                &v,
+                &path,
+                "timestep_spacing",
+                "leading",
+                &[
+                    ("leading", Spacing::Leading),
+                    ("trailing", Spacing::Trailing),
+                ],
+            )?,
             steps_offset: number("steps_offset", 0.0)? as usize,
         };
         Ok((config, sampler))
