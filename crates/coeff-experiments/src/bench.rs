@@ -61,6 +61,10 @@ pub struct BenchArgs {
     /// of the core attention; SDXL's 4096-token levels).
     #[arg(long)]
     pub query_chunk: Option<usize>,
+    /// Stack only, with `--query-chunk`: recompute each chunk's maps in the backward pass
+    /// instead of keeping them (`coeff_tuning::attention::recompute`).
+    #[arg(long)]
+    pub recompute: bool,
     /// Timed rounds (each runs every variant once; medians are reported).
     #[arg(long, default_value_t = 5)]
     pub iters: usize,
@@ -441,7 +445,7 @@ pub fn run<B: AutodiffBackend>(
         Some(_) => String::new(),
     };
     let md = format!(
-        "# Step-time benchmark\n\nbackend `{backend}`, model {}, batch {}, {} interleaved rounds after a warm-up, medians (stack sizes: {} layers x width {} x {} heads, {} tokens, query chunk {:?}).\n\n{table}\n\
+        "# Step-time benchmark\n\nbackend `{backend}`, model {}, batch {}, {} interleaved rounds after a warm-up, medians (stack sizes: {} layers x width {} x {} heads, {} tokens, query chunk {:?}{}).\n\n{table}\n\
          Paired ratios (median of the per-round ratios, quartiles):\n\
          - Coeff / none, forward: {}\n- Coeff / none, forward+backward: {}\n- LoRA+Coeff / LoRA, forward+backward: {}\n{torch_text}",
         match args.model {
@@ -456,6 +460,11 @@ pub fn run<B: AutodiffBackend>(
         args.heads,
         args.tokens,
         args.query_chunk,
+        if args.recompute && args.query_chunk.is_some() {
+            ", maps recomputed in the backward pass"
+        } else {
+            ""
+        },
         summary.coeff_over_none_forward.show(),
         summary.coeff_over_none_forward_backward.show(),
         summary.lora_coeff_over_lora_forward_backward.show(),

@@ -43,6 +43,7 @@ pub use attention::{
 pub use checkpoint::CheckpointError;
 pub use error::{PeftError, PeftResult};
 pub use peft::{
-    inject, load_adapter, merge_adapters, save_adapter, set_adapters_enabled, unmerge_adapters,
-    Adaptable, CoeffSpec, Injected, Method, ParamReport, PeftConfig, Site, SiteKind,
+    inject, load_adapter, merge_adapters, save_adapter, set_adapters_enabled, set_query_chunk,
+    unmerge_adapters, Adaptable, CoeffSpec, Injected, Method, ParamReport, PeftConfig, Site,
+    SiteKind,
 };

@@ -28,6 +28,8 @@ use burn::nn::{Dropout, DropoutConfig, LinearConfig};
 use burn::tensor::activation::softmax;
 use burn::tensor::{backend::Backend, Bool, Tensor};
 
+pub mod recompute;
+
 pub use coeff::{mix_heads, mix_heads_2d, Coeff, CoeffConfig};
 
 use crate::adapters::PeftLinear;
@@ -58,6 +60,8 @@ pub struct MultiHeadAttentionConfig {
     #[config(default = 0.0)]
     pub dropout: f64,
     /// Process queries in chunks of this many rows (memory-bounded path); `None` = eager.
+    /// On an autodiff backend with [`recompute::enable`] the backward pass recomputes each
+    /// chunk's maps instead of keeping them.
     #[config(default = "None")]
     pub query_chunk: Option<usize>,
     /// Score given to masked positions before the softmax. Finite, so a fully masked row
@@ -327,6 +331,31 @@ impl<B: Backend> MultiHeadAttention<B> {
         let mask = combine_masks(mask_pad, mask_attn, batch, n, m);
 
         let chunk = self.query_chunk.filter(|&c| c < n && !return_maps);
+        // The recomputing backward, where the backend has it (see [`recompute`]): no map
+        // dropout and no additive bias on that path.
+        let (q, k_t, v, mask) = match chunk {
+            Some(c) if bias.is_none() && self.dropout.prob == 0.0 => {
+                let input = recompute::RecomputeInput {
+                    mix: self
+                        .coeff
+                        .as_ref()
+                        .filter(|co| co.enabled)
+                        .map(|co| co.effective()),
+                    scale: (self.head_dim as f64).powf(-0.5),
+                    mask_value: finite_mask_value(self.mask_value, q.dtype()),
+                    q,
+                    k_t,
+                    v,
+                    mask,
+                    chunk: c,
+                };
+                match recompute::try_recompute(input) {
+                    Ok(heads_out) => return self.finish(heads_out, batch, n, None, None),
+                    Err(i) => (i.q, i.k_t, i.v, i.mask),
+                }
+            }
+            _ => (q, k_t, v, mask),
+        };
         let (heads_out, maps, mixed) = match chunk {
             None => self.attend(q, k_t, v, mask, bias, return_maps),
             Some(c) => {
@@ -344,6 +373,18 @@ impl<B: Backend> MultiHeadAttention<B> {
                 (Tensor::cat(outs, 2), None, None)
             }
         };
+        self.finish(heads_out, batch, n, maps, mixed)
+    }
+
+    /// Merge the heads `[B, H, n, d]` and project.
+    fn finish(
+        &self,
+        heads_out: Tensor<B, 4>,
+        batch: usize,
+        n: usize,
+        maps: Option<Tensor<B, 4>>,
+        mixed: Option<Tensor<B, 4>>,
+    ) -> AttentionOutput<B> {
         let merged = heads_out
             .swap_dims(1, 2)
             .reshape([batch, n, self.n_heads * self.head_dim]);

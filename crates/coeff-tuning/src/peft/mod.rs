@@ -544,6 +544,24 @@ pub fn set_adapters_enabled<B: Backend, M: Adaptable<B>>(mut model: M, enabled: 
     model
 }
 
+/// Set every attention layer's query chunk (`None`: eager); returns how many layers were
+/// set. With [`crate::attention::recompute::enable`] on the training backend, chunked layers
+/// also recompute their maps in the backward pass: the memory-bounded training path of long
+/// sequences (SDXL's 4096-token levels).
+pub fn set_query_chunk<B: Backend, M: Adaptable<B>>(model: &mut M, chunk: Option<usize>) -> usize {
+    let mut n = 0;
+    model
+        .visit_sites("", &mut |_, site| {
+            if let Site::Attention(attn) = site {
+                attn.query_chunk = chunk;
+                n += 1;
+            }
+            Ok(())
+        })
+        .expect("setting the query chunk cannot fail");
+    n
+}
+
 /// Fold every LoRA / DoRA update into its base weight. Coeff-Tuning acts after the softmax
 /// and cannot be merged; its coefficients stay active.
 pub fn merge_adapters<B: Backend, M: Adaptable<B>>(model: M) -> M {
