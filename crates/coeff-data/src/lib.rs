@@ -10,12 +10,15 @@
 //!   pickles, and `ImageFolder` (`root/<class>/<image>.{png,jpg}`, at least two classes) with
 //!   a choice between an error and a counted skip for undecodable files, at full size or
 //!   resized per image as it is decoded (memory independent of the source resolution);
+//! - [`easy_vqa`], [`emoji`]: easy-VQA (PyPI) and Twitter's emoji artwork (npm), fetched and
+//!   read in memory;
 //! - [`fetch`]: the listed datasets fetched by the project (pinned versions, sha256, cache);
 //! - [`sampler`]: seeded k-shot sampling and a fixed, disjoint test set;
 //! - [`preprocess`]: resize, grey -> RGB, the checkpoint's normalisation, light augmentation.
 
 pub mod dataset;
 pub mod easy_vqa;
+pub mod emoji;
 pub mod error;
 pub mod fetch;
 pub mod idx;

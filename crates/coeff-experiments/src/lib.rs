@@ -13,6 +13,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod concept;
 pub mod fetch;
 pub mod fewshot;
 pub mod geometry;

@@ -4,7 +4,7 @@
 //! a release build. Each experiment writes `summary.json`, `results.md` and PNG plots into
 //! `--out`.
 
-use coeff_experiments::{backend, bench, fetch, fewshot, infer, memory, sample, toy, vl};
+use coeff_experiments::{backend, bench, concept, fetch, fewshot, infer, memory, sample, toy, vl};
 
 /// Counts live host bytes for the benchmarks' memory columns.
 #[global_allocator]
@@ -58,6 +58,9 @@ enum Command {
     Infer(infer::InferArgs),
     /// Vision-language multi-task tuning on easy-VQA (LoRA / DoRA, with and without Coeff).
     Vl(vl::VlArgs),
+    /// DreamBooth-style concept customisation with an SDXL-style UNet on Twitter emoji
+    /// (base stage, then LoRA / DoRA / Coeff / full tuning on held-out cat faces).
+    Concept(concept::ConceptArgs),
     /// Text-to-image with a diffusers SDXL folder.
     Sample(sample::SampleArgs),
     /// Peak memory of loading a synthetic checkpoint (`--mb`, f32 and f16) through the
@@ -102,6 +105,9 @@ fn main() -> Result<()> {
             iters,
         } => bench::run_mix::<backend::Train>(batch, heads, tokens, iters, &device)?,
         Command::Infer(args) => infer::run::<backend::Inner>(&args, &device)?,
+        Command::Concept(args) => {
+            concept::run::<backend::Train>(&args, &cli.out, backend::NAME, &device)?
+        }
         Command::Sample(args) => sample::run::<backend::Inner>(&args, &device)?,
         Command::Vl(args) => vl::run::<backend::Train>(&args, &cli.out, backend::NAME, &device)?,
         Command::BenchLoad(args) => {
@@ -109,6 +115,13 @@ fn main() -> Result<()> {
         }
         Command::Fetch(args) => fetch::run::<backend::Inner>(&args, &cli.out, &device)?,
         Command::BenchAttention(args) => {
+            anyhow::ensure!(
+                !args.recompute || args.query_chunk.is_some(),
+                "--recompute needs --query-chunk"
+            );
+            if args.recompute {
+                coeff_tuning::attention::recompute::enable::<backend::Inner>();
+            }
             bench::run::<backend::Train>(&args, &cli.out, backend::NAME, &device)?
         }
     }

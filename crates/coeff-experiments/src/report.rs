@@ -82,3 +82,28 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
 }
+
+/// An 8-bit RGB PNG of `w x h` pixels from channel-first `[3, h, w]` values in `[0, 1]`.
+pub fn png_rgb(values: &[f32], w: usize, h: usize) -> Result<Vec<u8>> {
+    let plane = h * w;
+    anyhow::ensure!(
+        values.len() == 3 * plane,
+        "png_rgb: {} values for {w}x{h}",
+        values.len()
+    );
+    let mut rgb = Vec::with_capacity(3 * plane);
+    for p in 0..plane {
+        for ch in 0..3 {
+            rgb.push((values[ch * plane + p] * 255.0).round().clamp(0.0, 255.0) as u8);
+        }
+    }
+    let mut bytes = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut bytes, w as u32, h as u32);
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        let mut writer = enc.write_header()?;
+        writer.write_image_data(&rgb)?;
+    }
+    Ok(bytes)
+}

@@ -141,25 +141,7 @@ pub fn run<B: Backend>(args: &SampleArgs, device: &B::Device) -> Result<()> {
     );
     for (i, path) in paths.iter().enumerate() {
         let plane = h * w;
-        let base = i * 3 * plane;
-        let mut rgb = Vec::with_capacity(3 * plane);
-        for p in 0..plane {
-            for ch in 0..3 {
-                rgb.push(
-                    (values[base + ch * plane + p] * 255.0)
-                        .round()
-                        .clamp(0.0, 255.0) as u8,
-                );
-            }
-        }
-        let mut bytes = Vec::new();
-        {
-            let mut enc = png::Encoder::new(&mut bytes, w as u32, h as u32);
-            enc.set_color(png::ColorType::Rgb);
-            enc.set_depth(png::BitDepth::Eight);
-            let mut writer = enc.write_header().context("png header")?;
-            writer.write_image_data(&rgb).context("png data")?;
-        }
+        let bytes = crate::report::png_rgb(&values[i * 3 * plane..(i + 1) * 3 * plane], w, h)?;
         crate::report::write_atomic(path, &bytes)?;
         eprintln!(
             "wrote {} ({w}x{h}, prompt {:?})",
