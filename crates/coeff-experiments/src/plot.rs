@@ -1053,6 +1053,42 @@ pub fn power_of_ten(v: f64) -> Option<String> {
     Some(format!("10{}{digits}", if e < 0.0 { "⁻" } else { "" }))
 }
 
+/// One point series per method over numbered metrics: method `k`'s value of `keys[i]` at
+/// `x = i + 1` (offset by `dx` per method so the methods stand side by side), with its
+/// standard deviation as the spread when `spread` is set. `table`: method -> metric ->
+/// (mean, sd). Methods missing from the table are skipped.
+pub fn method_points(
+    mut panel: Panel,
+    methods: &[&str],
+    table: &std::collections::BTreeMap<String, std::collections::BTreeMap<String, (f64, f64)>>,
+    keys: &[&str],
+    dx: f64,
+    spread: bool,
+) -> (Panel, Vec<LegendEntry>) {
+    let mark = Mark::points(Marker::Disc(5));
+    let n = methods.len() as f64;
+    let mut legend = Vec::new();
+    for (k, method) in methods.iter().enumerate() {
+        let Some(row) = table.get(*method) else {
+            continue;
+        };
+        let color = colors::SERIES[k % colors::SERIES.len()];
+        let off = dx * (k as f64 - (n - 1.0) / 2.0);
+        let pts = keys
+            .iter()
+            .enumerate()
+            .map(|(i, key)| (i as f64 + 1.0 + off, row[*key].0))
+            .collect();
+        let sd = keys
+            .iter()
+            .map(|key| if spread { row[*key].1 } else { 0.0 })
+            .collect();
+        panel = panel.series(Series::new(color, mark, pts).spread(sd));
+        legend.push(LegendEntry::new(*method, color, mark));
+    }
+    (panel, legend)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

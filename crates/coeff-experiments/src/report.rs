@@ -107,3 +107,50 @@ pub fn png_rgb(values: &[f32], w: usize, h: usize) -> Result<Vec<u8>> {
     }
     Ok(bytes)
 }
+
+/// Mean and sample standard deviation (0 for fewer than two values).
+pub fn mean_sd(v: &[f64]) -> (f64, f64) {
+    let n = v.len().max(1) as f64;
+    let m = v.iter().sum::<f64>() / n;
+    let var = if v.len() > 1 {
+        v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    (m, var.sqrt())
+}
+
+/// A line above a progress bar, or on stderr when bars are hidden (not a terminal).
+pub fn say(bar: &indicatif::ProgressBar, line: String) {
+    if bar.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        bar.println(line);
+    }
+}
+
+/// The Markdown lines giving each Coeff method's step time over its base method's, paired by
+/// seed: `runs` are `(method name, seed, step ms)`; pairs lora / lora+coeff and dora /
+/// dora+coeff (whichever are present).
+pub fn coeff_step_ratios(runs: &[(&str, u64, f64)]) -> String {
+    let mut md = String::new();
+    for (base, with) in [("lora", "lora+coeff"), ("dora", "dora+coeff")] {
+        let ratios: Vec<f64> = runs
+            .iter()
+            .filter(|r| r.0 == with)
+            .filter_map(|r| {
+                runs.iter()
+                    .find(|b| b.0 == base && b.1 == r.1)
+                    .map(|b| r.2 / b.2)
+            })
+            .collect();
+        if !ratios.is_empty() {
+            md.push_str(&format!(
+                "\nStep time {with} / {base}: {:.3} (median over {} seed pair(s)).\n",
+                median(ratios.clone()),
+                ratios.len()
+            ));
+        }
+    }
+    md
+}

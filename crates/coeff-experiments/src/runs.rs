@@ -105,3 +105,84 @@ fn checkpoint_fingerprint(path: &Path) -> Result<String> {
         .map(str::to_string)
         .context("`run_state` has no fingerprint")
 }
+
+/// The adapter-tuning recipe the `vl` and `concept` sweeps share: AdamW (weight decay 0.01,
+/// gradient clip 1), linear warm-up over the first 10% of `steps` then cosine to 0 from `lr`,
+/// and Coeff's alphas at their own peak rate `coeff_lr`.
+pub fn adapter_trainer_config(
+    lr: f64,
+    coeff_lr: f64,
+    steps: usize,
+    seed: u64,
+    checkpoint_secs: f64,
+) -> coeff_tuning::train::TrainerConfig {
+    use coeff_tuning::train::{AdamWConfig, ParamGroup, TrainerConfig, WarmupCosine};
+    TrainerConfig {
+        adamw: AdamWConfig {
+            weight_decay: 0.01,
+            grad_clip: Some(1.0),
+            ..AdamWConfig::default()
+        },
+        schedule: WarmupCosine {
+            base_lr: lr,
+            min_lr: 0.0,
+            warmup_steps: steps / 10,
+            total_steps: steps,
+        },
+        groups: vec![ParamGroup {
+            patterns: vec!["coeff".into()],
+            lr: coeff_lr,
+        }],
+        seed,
+        checkpoint_secs,
+        stop_after: None,
+    }
+}
+
+/// Mean loss of the last 10% of steps (at least one).
+pub fn tail_mean_loss(losses: &[f32]) -> f64 {
+    let tail = (losses.len() / 10).max(1).min(losses.len());
+    losses[losses.len() - tail..]
+        .iter()
+        .map(|&v| v as f64)
+        .sum::<f64>()
+        / tail.max(1) as f64
+}
+
+/// A method of a tuning sweep: one of the core crate's PEFT methods, or full fine-tuning.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub enum SweepMethod {
+    /// A PEFT method of the core crate.
+    Peft(coeff_tuning::Method),
+    /// Every parameter trained (reference).
+    Full,
+}
+
+impl SweepMethod {
+    /// Its name in tables and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            SweepMethod::Peft(m) => m.name(),
+            SweepMethod::Full => "full",
+        }
+    }
+
+    /// Parse a comma-separated `--methods` list; each must be one of `allowed`.
+    pub fn parse_list(list: &str, allowed: &[SweepMethod]) -> Result<Vec<Self>> {
+        list.split(',')
+            .map(|s| {
+                let s = s.trim();
+                allowed
+                    .iter()
+                    .copied()
+                    .find(|m| m.name() == s)
+                    .with_context(|| {
+                        let names: Vec<&str> = allowed.iter().map(|m| m.name()).collect();
+                        format!("--methods: unknown method `{s}` ({})", names.join(", "))
+                    })
+            })
+            .collect()
+    }
+}

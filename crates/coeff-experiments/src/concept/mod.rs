@@ -28,14 +28,14 @@ use coeff_data::Image;
 use coeff_sdxl::scheduler::{Ddpm, ScheduleConfig};
 use coeff_sdxl::UNet2DConditionModel;
 use coeff_tuning::train::{
-    AdamWConfig, Finish, ParamGroup, StepOutput, StepReport, Trainer, TrainerConfig, WarmupCosine,
+    AdamWConfig, Finish, StepOutput, StepReport, Trainer, TrainerConfig, WarmupCosine,
 };
 use coeff_tuning::{inject, Method, PeftConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use crate::plot::{self, colors, Axis, Figure, LegendEntry, Mark, Marker, Panel, Series};
-use crate::report::{markdown_table, write_json, Provenance};
+use crate::report::{markdown_table, mean_sd, say, write_json, Provenance};
 use crate::rng::Lcg;
 use crate::runs::{check_checkpoint, checkpoint_path, finished, result_path, RunRecord};
 use diffusion::Sampling;
@@ -100,38 +100,7 @@ pub struct ConceptArgs {
 }
 
 /// A method of the sweep.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum ConceptMethod {
-    /// A PEFT method of the core crate.
-    Peft(Method),
-    /// Every parameter trained (reference).
-    Full,
-}
-
-impl ConceptMethod {
-    /// Its name.
-    pub fn name(self) -> &'static str {
-        match self {
-            ConceptMethod::Peft(m) => m.name(),
-            ConceptMethod::Full => "full",
-        }
-    }
-
-    fn parse(s: &str) -> Result<Self> {
-        if s == "full" {
-            return Ok(ConceptMethod::Full);
-        }
-        Method::ALL
-            .iter()
-            .find(|m| m.name() == s)
-            .map(|&m| ConceptMethod::Peft(m))
-            .with_context(|| {
-                format!(
-                    "--methods: unknown method `{s}` (coeff, lora, lora+coeff, dora, dora+coeff, full)"
-                )
-            })
-    }
-}
+pub type ConceptMethod = crate::runs::SweepMethod;
 
 /// The base stage's settings (its fingerprint).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -196,10 +165,14 @@ impl ConceptConfig {
     pub fn from_args(args: &ConceptArgs) -> Result<Self> {
         let full = args.preset == Preset::Full;
         let methods = match &args.methods {
-            Some(list) => list
-                .split(',')
-                .map(|s| ConceptMethod::parse(s.trim()))
-                .collect::<Result<Vec<_>>>()?,
+            Some(list) => ConceptMethod::parse_list(
+                list,
+                &Method::ALL
+                    .iter()
+                    .map(|&m| ConceptMethod::Peft(m))
+                    .chain([ConceptMethod::Full])
+                    .collect::<Vec<_>>(),
+            )?,
             None => {
                 let mut m: Vec<ConceptMethod> = Method::ALL
                     .iter()
@@ -707,15 +680,6 @@ pub fn run<B: AutodiffBackend>(
     )
 }
 
-/// A line above the progress bar, or on stderr when bars are hidden (not a terminal).
-fn say(bar: &ProgressBar, line: String) {
-    if bar.is_hidden() {
-        eprintln!("{line}");
-    } else {
-        bar.println(line);
-    }
-}
-
 /// Train the base model, or load it when its stage finished before.
 #[allow(clippy::too_many_arguments)]
 fn base_stage<B: AutodiffBackend>(
@@ -1026,26 +990,8 @@ fn tune_run<B: AutodiffBackend>(
     } else {
         cfg.lr
     };
-    let config = TrainerConfig {
-        adamw: AdamWConfig {
-            weight_decay: 0.01,
-            grad_clip: Some(1.0),
-            ..AdamWConfig::default()
-        },
-        schedule: WarmupCosine {
-            base_lr: lr,
-            min_lr: 0.0,
-            warmup_steps: cfg.steps / 10,
-            total_steps: cfg.steps,
-        },
-        groups: vec![ParamGroup {
-            patterns: vec!["coeff".into()],
-            lr: cfg.coeff_lr,
-        }],
-        seed,
-        checkpoint_secs: cfg.checkpoint_secs,
-        stop_after: None,
-    };
+    let config =
+        crate::runs::adapter_trainer_config(lr, cfg.coeff_lr, cfg.steps, seed, cfg.checkpoint_secs);
     let mut trainer = Trainer::<B>::new(config, trainable, checkpoint_path(dir), fingerprint)?;
     let model = trainer.resume(model, device)?;
     let label = format!("{}-s{seed}", method.name());
@@ -1110,12 +1056,7 @@ fn tune_run<B: AutodiffBackend>(
     let emb = scorer.embed(&score::to_images(&samples, side), device)?;
     bar.finish_and_clear();
     let state = trainer.state();
-    let tail = (state.losses.len() / 10).max(1);
-    let final_loss = state.losses[state.losses.len() - tail..]
-        .iter()
-        .map(|&v| v as f64)
-        .sum::<f64>()
-        / tail as f64;
+    let final_loss = crate::runs::tail_mean_loss(&state.losses);
     Ok((
         ConceptRunResult {
             method,
@@ -1130,17 +1071,6 @@ fn tune_run<B: AutodiffBackend>(
         },
         samples,
     ))
-}
-
-fn mean_sd(v: &[f64]) -> (f64, f64) {
-    let n = v.len().max(1) as f64;
-    let m = v.iter().sum::<f64>() / n;
-    let var = if v.len() > 1 {
-        v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0)
-    } else {
-        0.0
-    };
-    (m, var.sqrt())
 }
 
 #[derive(Serialize)]
@@ -1274,30 +1204,11 @@ fn write_summary(
         ],
         &rows,
     ));
-    for (base_m, with) in [
-        (Method::Lora, Method::LoraCoeff),
-        (Method::Dora, Method::DoraCoeff),
-    ] {
-        let ratios: Vec<f64> = results
-            .iter()
-            .filter(|r| r.method == ConceptMethod::Peft(with))
-            .filter_map(|r| {
-                results
-                    .iter()
-                    .find(|b| b.method == ConceptMethod::Peft(base_m) && b.seed == r.seed)
-                    .map(|b| r.step_ms / b.step_ms)
-            })
-            .collect();
-        if !ratios.is_empty() {
-            md.push_str(&format!(
-                "\nStep time {} / {}: {:.3} (median over {} seed pair(s)).\n",
-                with.name(),
-                base_m.name(),
-                crate::report::median(ratios.clone()),
-                ratios.len()
-            ));
-        }
-    }
+    let timings: Vec<(&str, u64, f64)> = results
+        .iter()
+        .map(|r| (r.method.name(), r.seed, r.step_ms))
+        .collect();
+    md.push_str(&crate::report::coeff_step_ratios(&timings));
     md.push_str(
         "\nDINO / CLIP-I (held-out): cosine similarity of the held-out expressions' samples to their real artwork. \
          DINO (subject): to the subject images. Prior kept: non-cat prompts' samples after tuning vs before (same noise). \
@@ -1357,32 +1268,9 @@ fn plot_scores(
             .collect(),
     ));
     legend.push(LegendEntry::new("base (untuned)", colors::GREY, base_mark));
-    let mark = Mark::points(Marker::Disc(5));
-    let n = cfg.methods.len() as f64;
-    for (k, method) in cfg.methods.iter().enumerate() {
-        let Some(row) = table.get(method.name()) else {
-            continue;
-        };
-        let color = colors::SERIES[k % colors::SERIES.len()];
-        let dx = 0.07 * (k as f64 - (n - 1.0) / 2.0);
-        let pts = keys
-            .iter()
-            .enumerate()
-            .map(|(i, key)| (i as f64 + 1.0 + dx, row[*key].0))
-            .collect();
-        let spread = keys
-            .iter()
-            .map(|key| {
-                if cfg.seeds.len() > 1 {
-                    row[*key].1
-                } else {
-                    0.0
-                }
-            })
-            .collect();
-        panel = panel.series(Series::new(color, mark, pts).spread(spread));
-        legend.push(LegendEntry::new(method.name(), color, mark));
-    }
+    let names: Vec<&str> = cfg.methods.iter().map(|m| m.name()).collect();
+    let (panel, more) = plot::method_points(panel, &names, table, &keys, 0.07, cfg.seeds.len() > 1);
+    legend.extend(more);
     let title = if cfg.seeds.len() > 1 {
         format!(
             "concept customisation, mean ± std over {} seeds",

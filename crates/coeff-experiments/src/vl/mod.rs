@@ -25,17 +25,14 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use coeff_data::easy_vqa::{easy_vqa, image_labels, ShapeLabel};
 use coeff_data::sampler::SplitMix;
-use coeff_tuning::train::{
-    AdamWConfig, Finish, ParamGroup, Step, StepOutput, StepReport, Trainer, TrainerConfig,
-    WarmupCosine,
-};
+use coeff_tuning::train::{Finish, Step, StepOutput, StepReport, Trainer};
 use coeff_tuning::{inject, Method, PeftConfig};
 use coeff_vl::{Bart, GenerationConfig, Seq2SeqTokens, TextTokenizer, VlBart};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
-use crate::plot::{self, colors, Axis, Figure, LegendEntry, Mark, Marker, Panel, Series};
-use crate::report::{markdown_table, write_json, Provenance};
+use crate::plot::{self, Axis, Figure, Panel};
+use crate::report::{markdown_table, mean_sd, say, write_json, Provenance};
 use crate::runs::{check_checkpoint, checkpoint_path, finished, result_path, RunRecord};
 use tasks::{Example, Task};
 
@@ -86,46 +83,7 @@ pub struct VlArgs {
 }
 
 /// A method of the sweep.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum VlMethod {
-    /// A PEFT method of the core crate.
-    Peft(Method),
-    /// Every parameter trained (reference).
-    Full,
-}
-
-impl VlMethod {
-    /// Its name.
-    pub fn name(self) -> &'static str {
-        match self {
-            VlMethod::Peft(m) => m.name(),
-            VlMethod::Full => "full",
-        }
-    }
-
-    fn parse(s: &str) -> Result<Self> {
-        if s == "full" {
-            return Ok(VlMethod::Full);
-        }
-        Method::ALL
-            .iter()
-            .find(|m| m.name() == s)
-            .map(|&m| VlMethod::Peft(m))
-            .filter(|m| {
-                matches!(
-                    m,
-                    VlMethod::Peft(
-                        Method::Lora | Method::LoraCoeff | Method::Dora | Method::DoraCoeff
-                    )
-                )
-            })
-            .with_context(|| {
-                format!(
-                    "--methods: unknown method `{s}` (lora, lora+coeff, dora, dora+coeff, full)"
-                )
-            })
-    }
-}
+pub type VlMethod = crate::runs::SweepMethod;
 
 /// Every setting of a sweep (recorded in summary.json; the fingerprint of each run).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -171,10 +129,19 @@ impl VlConfig {
     pub fn from_args(args: &VlArgs) -> Result<Self> {
         let full = args.preset == Preset::Full;
         let methods = match &args.methods {
-            Some(list) => list
-                .split(',')
-                .map(|s| VlMethod::parse(s.trim()))
-                .collect::<Result<Vec<_>>>()?,
+            Some(list) => VlMethod::parse_list(
+                list,
+                &[
+                    Method::Lora,
+                    Method::LoraCoeff,
+                    Method::Dora,
+                    Method::DoraCoeff,
+                ]
+                .map(VlMethod::Peft)
+                .into_iter()
+                .chain([VlMethod::Full])
+                .collect::<Vec<_>>(),
+            )?,
             None => {
                 let mut m: Vec<VlMethod> = [
                     Method::Lora,
@@ -588,15 +555,6 @@ fn reference_points(train: &[Example], test: &[Example]) -> Bounds {
     }
 }
 
-/// A line above the progress bar, or on stderr when bars are hidden (not a terminal).
-fn say(bar: &ProgressBar, line: String) {
-    if bar.is_hidden() {
-        eprintln!("{line}");
-    } else {
-        bar.println(line);
-    }
-}
-
 /// CLS + 2x2-pooled patch tokens of every image of both splits, `[n, 5, dim]`, cached.
 fn image_features<B: Backend>(
     cfg: &VlConfig,
@@ -710,32 +668,13 @@ fn train_run<B: AutodiffBackend>(
         }
     };
     let report = coeff_tuning::params::ParamReport::of(&model, &trainable);
-    let groups = vec![ParamGroup {
-        patterns: vec!["coeff".into()],
-        lr: cfg.coeff_lr,
-    }];
     let lr = if method == VlMethod::Full {
         cfg.full_lr
     } else {
         cfg.lr
     };
-    let config = TrainerConfig {
-        adamw: AdamWConfig {
-            weight_decay: 0.01,
-            grad_clip: Some(1.0),
-            ..AdamWConfig::default()
-        },
-        schedule: WarmupCosine {
-            base_lr: lr,
-            min_lr: 0.0,
-            warmup_steps: cfg.steps / 10,
-            total_steps: cfg.steps,
-        },
-        groups,
-        seed,
-        checkpoint_secs: cfg.checkpoint_secs,
-        stop_after: None,
-    };
+    let config =
+        crate::runs::adapter_trainer_config(lr, cfg.coeff_lr, cfg.steps, seed, cfg.checkpoint_secs);
     let mut trainer =
         Trainer::<B>::new(config, trainable.clone(), checkpoint_path(dir), fingerprint)?;
     let model = trainer.resume(model, device)?;
@@ -782,12 +721,7 @@ fn train_run<B: AutodiffBackend>(
     let (scores, samples) = evaluate(&model.valid(), cfg, test, tokenizer, device)?;
     bar.finish_and_clear();
     let state = trainer.state();
-    let tail = (state.losses.len() / 10).max(1);
-    let final_loss = state.losses[state.losses.len() - tail..]
-        .iter()
-        .map(|&v| v as f64)
-        .sum::<f64>()
-        / tail as f64;
+    let final_loss = crate::runs::tail_mean_loss(&state.losses);
     let result = VlRunResult {
         method,
         seed,
@@ -882,17 +816,6 @@ fn evaluate<B: Backend>(
         },
         samples,
     ))
-}
-
-fn mean_sd(v: &[f64]) -> (f64, f64) {
-    let n = v.len().max(1) as f64;
-    let m = v.iter().sum::<f64>() / n;
-    let var = if v.len() > 1 {
-        v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0)
-    } else {
-        0.0
-    };
-    (m, var.sqrt())
 }
 
 #[derive(Serialize)]
@@ -1007,30 +930,11 @@ fn write_summary(
         &rows,
     ));
     // Coeff overhead per step, paired by seed.
-    for (base, with) in [
-        (Method::Lora, Method::LoraCoeff),
-        (Method::Dora, Method::DoraCoeff),
-    ] {
-        let ratios: Vec<f64> = results
-            .iter()
-            .filter(|r| r.method == VlMethod::Peft(with))
-            .filter_map(|r| {
-                results
-                    .iter()
-                    .find(|b| b.method == VlMethod::Peft(base) && b.seed == r.seed)
-                    .map(|b| r.step_ms / b.step_ms)
-            })
-            .collect();
-        if !ratios.is_empty() {
-            md.push_str(&format!(
-                "\nStep time {} / {}: {:.3} (median over {} seed pair(s)).\n",
-                with.name(),
-                base.name(),
-                crate::report::median(ratios.clone()),
-                ratios.len()
-            ));
-        }
-    }
+    let timings: Vec<(&str, u64, f64)> = results
+        .iter()
+        .map(|r| (r.method.name(), r.seed, r.step_ms))
+        .collect();
+    md.push_str(&crate::report::coeff_step_ratios(&timings));
     md.push_str("\nAvg = mean of VQA, GQA, NLVR (exact match / accuracy, %) and caption CIDEr-D (x100), as the paper averages VQAv2, GQA, NLVR2 and COCO CIDEr. Sample outputs (input -> output | target):\n\n");
     if let Some(r) = results.first() {
         for (i, o, t) in &r.samples {
@@ -1071,34 +975,15 @@ fn plot_scores(
         }),
         0.08,
     ));
-    let mark = Mark::points(Marker::Disc(5));
-    let mut panel = Panel::new("test scores", x, y);
-    let mut legend = Vec::new();
-    let n = cfg.methods.len() as f64;
-    for (k, method) in cfg.methods.iter().enumerate() {
-        let Some(row) = table.get(method.name()) else {
-            continue;
-        };
-        let color = colors::SERIES[k % colors::SERIES.len()];
-        let dx = 0.08 * (k as f64 - (n - 1.0) / 2.0);
-        let pts = keys
-            .iter()
-            .enumerate()
-            .map(|(i, key)| (i as f64 + 1.0 + dx, row[*key].0))
-            .collect();
-        let spread = keys
-            .iter()
-            .map(|key| {
-                if cfg.seeds.len() > 1 {
-                    row[*key].1
-                } else {
-                    0.0
-                }
-            })
-            .collect();
-        panel = panel.series(Series::new(color, mark, pts).spread(spread));
-        legend.push(LegendEntry::new(method.name(), color, mark));
-    }
+    let names: Vec<&str> = cfg.methods.iter().map(|m| m.name()).collect();
+    let (panel, legend) = plot::method_points(
+        Panel::new("test scores", x, y),
+        &names,
+        table,
+        &keys,
+        0.08,
+        cfg.seeds.len() > 1,
+    );
     let title = if cfg.seeds.len() > 1 {
         format!(
             "easy-VQA multi-task, mean ± std over {} seeds",

@@ -444,7 +444,7 @@ pub fn finite_mask_value(value: f64, dtype: burn::tensor::DType) -> f64 {
 
 /// Rows `start..end` of the query axis (dim 2) of a `[B, H|1, n|1, m]` tensor; broadcast
 /// rows (size 1) are kept whole.
-fn slice_rows<B: Backend, K: burn::tensor::BasicOps<B>>(
+pub(crate) fn slice_rows<B: Backend, K: burn::tensor::BasicOps<B>>(
     t: Tensor<B, 4, K>,
     start: usize,
     end: usize,

@@ -40,6 +40,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Tensor, TensorPrimitive};
 
 use super::coeff::mix_heads;
+use super::slice_rows;
 
 /// The operator's inputs on one backend.
 #[derive(Debug, Clone)]
@@ -155,19 +156,6 @@ fn scores<B: Backend>(
     }
 }
 
-fn rows<B: Backend, K: burn::tensor::BasicOps<B>>(
-    t: Tensor<B, 4, K>,
-    start: usize,
-    end: usize,
-) -> Tensor<B, 4, K> {
-    let [b, h, n, m] = t.dims();
-    if n == 1 {
-        t
-    } else {
-        t.slice([0..b, 0..h, start..end, 0..m])
-    }
-}
-
 /// The forward on a plain backend, chunk by chunk, keeping no maps: `[B, H, n, d]`.
 pub fn chunked_forward<B: Backend>(x: &RecomputeInput<B>) -> Tensor<B, 4> {
     let [batch, heads, n, _] = x.q.dims();
@@ -176,7 +164,7 @@ pub fn chunked_forward<B: Backend>(x: &RecomputeInput<B>) -> Tensor<B, 4> {
     for start in (0..n).step_by(chunk) {
         let end = (start + chunk).min(n);
         let q_c = x.q.clone().slice([0..batch, 0..heads, start..end]);
-        let mask_c = x.mask.clone().map(|m| rows(m, start, end));
+        let mask_c = x.mask.clone().map(|m| slice_rows(m, start, end));
         let p = softmax(scores(q_c, x.k_t.clone(), mask_c, x.scale, x.mask_value), 3);
         let p = match &x.mix {
             Some(m) => mix_heads(p, m.clone()),
@@ -218,7 +206,7 @@ pub fn chunked_backward<B: Backend>(
         let end = (start + chunk).min(n);
         let q_c = x.q.clone().slice([0..batch, 0..heads, start..end]);
         let g_c = grad.clone().slice([0..batch, 0..heads, start..end]);
-        let mask_c = x.mask.clone().map(|m| rows(m, start, end));
+        let mask_c = x.mask.clone().map(|m| slice_rows(m, start, end));
         let p = softmax(
             scores(q_c.clone(), x.k_t.clone(), mask_c, x.scale, x.mask_value),
             3,
