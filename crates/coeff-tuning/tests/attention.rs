@@ -242,3 +242,36 @@ fn cached_decoding_equals_the_full_causal_pass() {
         assert!(diff < 1e-5, "{norm:?}: cached decoding differs by {diff}");
     }
 }
+
+/// In training (an autodiff backend) alpha's dropout is drawn once per layer forward, whether
+/// the queries are processed whole or in chunks: with the generator seeded alike, both paths
+/// give the same output.
+#[test]
+fn chunked_path_draws_alpha_dropout_once_per_layer() {
+    use burn::tensor::backend::Backend as _;
+    use common::{device, TB};
+    let (batch, n, d) = (2, 9, 12);
+    let mut eager = MultiHeadAttentionConfig::new(d, 3).init::<TB>(&device());
+    eager.inject_coeff(0.5, "attn").unwrap();
+    let h = eager.n_heads;
+    eager.coeff.as_mut().unwrap().alpha =
+        Param::from_tensor(randn([h, h], 3, &device()).mul_scalar(0.8));
+    let mut chunked = eager.clone();
+    chunked.query_chunk = Some(4);
+    let x = randn::<TB, 3>([batch, n, d], 1, &device());
+    TB::seed(&device(), 42);
+    let a = eager.forward(AttentionInput::self_attn(x.clone())).context;
+    TB::seed(&device(), 42);
+    let b = chunked
+        .forward(AttentionInput::self_attn(x.clone()))
+        .context;
+    let err = max_abs_diff(a.clone(), b);
+    assert!(
+        err < 1e-5,
+        "chunked differs from eager by {err} under alpha dropout"
+    );
+    // ... and the dropout is really active: another draw gives another output.
+    TB::seed(&device(), 7);
+    let c = eager.forward(AttentionInput::self_attn(x)).context;
+    assert!(max_abs_diff(a, c) > 1e-4, "alpha dropout had no effect");
+}

@@ -330,50 +330,54 @@ impl<B: Backend> MultiHeadAttention<B> {
         // Both masks folded into one boolean mask `[batch, 1, n|1, m]`.
         let mask = combine_masks(mask_pad, mask_attn, batch, n, m);
 
-        let chunk = self.query_chunk.filter(|&c| c < n && !return_maps);
+        let Some(c) = self.query_chunk.filter(|&c| c < n && !return_maps) else {
+            let (heads_out, maps, mixed) = self.attend(q, k_t, v, mask, bias, None, return_maps);
+            return self.finish(heads_out, batch, n, maps, mixed);
+        };
+        // One draw of alpha's dropout for the whole layer, as in the eager path.
+        let mix = self
+            .coeff
+            .as_ref()
+            .filter(|co| co.enabled)
+            .map(|co| co.effective());
         // The recomputing backward, where the backend has it (see [`recompute`]): no map
         // dropout and no additive bias on that path.
-        let (q, k_t, v, mask) = match chunk {
-            Some(c) if bias.is_none() && self.dropout.prob == 0.0 => {
-                let input = recompute::RecomputeInput {
-                    mix: self
-                        .coeff
-                        .as_ref()
-                        .filter(|co| co.enabled)
-                        .map(|co| co.effective()),
-                    scale: (self.head_dim as f64).powf(-0.5),
-                    mask_value: finite_mask_value(self.mask_value, q.dtype()),
-                    q,
-                    k_t,
-                    v,
-                    mask,
-                    chunk: c,
-                };
-                match recompute::try_recompute(input) {
-                    Ok(heads_out) => return self.finish(heads_out, batch, n, None, None),
-                    Err(i) => (i.q, i.k_t, i.v, i.mask),
-                }
+        let (q, k_t, v, mask, mix) = if bias.is_none() && self.dropout.prob == 0.0 {
+            let input = recompute::RecomputeInput {
+                mix,
+                scale: (self.head_dim as f64).powf(-0.5),
+                mask_value: finite_mask_value(self.mask_value, q.dtype()),
+                q,
+                k_t,
+                v,
+                mask,
+                chunk: c,
+            };
+            match recompute::try_recompute(input) {
+                Ok(heads_out) => return self.finish(heads_out, batch, n, None, None),
+                Err(i) => (i.q, i.k_t, i.v, i.mask, i.mix),
             }
-            _ => (q, k_t, v, mask),
+        } else {
+            (q, k_t, v, mask, mix)
         };
-        let (heads_out, maps, mixed) = match chunk {
-            None => self.attend(q, k_t, v, mask, bias, return_maps),
-            Some(c) => {
-                let mut outs = Vec::with_capacity(n.div_ceil(c));
-                for start in (0..n).step_by(c) {
-                    let end = (start + c).min(n);
-                    let q_c = q.clone().slice([0..batch, 0..self.n_heads, start..end]);
-                    let mask_c = mask.clone().map(|mk| slice_rows(mk, start, end));
-                    let bias_c = bias.clone().map(|b| slice_rows(b, start, end));
-                    outs.push(
-                        self.attend(q_c, k_t.clone(), v.clone(), mask_c, bias_c, false)
-                            .0,
-                    );
-                }
-                (Tensor::cat(outs, 2), None, None)
-            }
-        };
-        self.finish(heads_out, batch, n, maps, mixed)
+        let mut outs = Vec::with_capacity(n.div_ceil(c));
+        for start in (0..n).step_by(c) {
+            let end = (start + c).min(n);
+            let q_c = q.clone().slice([0..batch, 0..self.n_heads, start..end]);
+            let mask_c = mask.clone().map(|mk| slice_rows(mk, start, end));
+            let bias_c = bias.clone().map(|b| slice_rows(b, start, end));
+            let (out, _, _) = self.attend(
+                q_c,
+                k_t.clone(),
+                v.clone(),
+                mask_c,
+                bias_c,
+                mix.clone(),
+                false,
+            );
+            outs.push(out);
+        }
+        self.finish(Tensor::cat(outs, 2), batch, n, None, None)
     }
 
     /// Merge the heads `[B, H, n, d]` and project.
@@ -397,7 +401,7 @@ impl<B: Backend> MultiHeadAttention<B> {
 
     /// Attention for a block of queries. `q: [B, H, n, d]`, `k_t: [B, H, d, m]`,
     /// `v: [B, H, m, d]`, `mask: [B, 1, n|1, m]` -> `[B, H, n, d]`.
-    #[allow(clippy::type_complexity)]
+    #[allow(clippy::type_complexity, clippy::too_many_arguments)]
     fn attend(
         &self,
         q: Tensor<B, 4>,
@@ -405,6 +409,7 @@ impl<B: Backend> MultiHeadAttention<B> {
         v: Tensor<B, 4>,
         mask: Option<Tensor<B, 4, Bool>>,
         bias: Option<Tensor<B, 4>>,
+        mix: Option<Tensor<B, 2>>,
         return_maps: bool,
     ) -> (Tensor<B, 4>, Option<Tensor<B, 4>>, Option<Tensor<B, 4>>) {
         let mut scores = q.matmul(k_t).mul_scalar((self.head_dim as f64).powf(-0.5));
@@ -419,7 +424,10 @@ impl<B: Backend> MultiHeadAttention<B> {
         let maps = self.dropout.forward(softmax(scores, 3));
         let (mixed, kept_maps, kept_mixed) = match self.coeff.as_ref().filter(|c| c.enabled) {
             Some(coeff) => {
-                let mixed = coeff.mix(maps.clone());
+                let mixed = match mix {
+                    Some(m) => mix_heads(maps.clone(), m),
+                    None => coeff.mix(maps.clone()),
+                };
                 let keep_mixed = return_maps.then(|| mixed.clone());
                 (mixed, return_maps.then_some(maps), keep_mixed)
             }
