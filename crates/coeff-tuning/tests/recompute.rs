@@ -105,7 +105,7 @@ fn recomputing_backward_equals_eager_autodiff() {
             let err = max_abs_diff(ea.clone(), eb);
             let scale = ea.abs().max().into_scalar();
             assert!(
-                err <= 2e-5 * scale.max(1.0),
+                err <= 1e-4 * scale.max(1.0),
                 "alpha={alpha:?} cross={cross}: {name} differs by {err} (max {scale})"
             );
         }
@@ -153,17 +153,28 @@ fn plain_backward_equals_autodiff_of_the_eager_formula() {
         mask_value: -1e9,
         chunk: 3,
     };
-    let fwd = recompute::chunked_forward(&input);
-    assert!(max_abs_diff(fwd, out.inner()) < 1e-5);
+    close("output", recompute::chunked_forward(&input), out.inner());
     let ours = recompute::chunked_backward(&input, g.inner());
     for (name, a, e) in [
         ("q", ours.q, q.grad(&grads).unwrap()),
         ("k", ours.k_t, k_t.grad(&grads).unwrap()),
         ("v", ours.v, v.grad(&grads).unwrap()),
     ] {
-        let err = max_abs_diff(a, e);
-        assert!(err < 1e-5, "d{name} differs by {err}");
+        close(&format!("d{name}"), a, e);
     }
-    let err = max_abs_diff(ours.mix.unwrap(), mix.grad(&grads).unwrap());
-    assert!(err < 1e-5, "d mix differs by {err}");
+    close("d mix", ours.mix.unwrap(), mix.grad(&grads).unwrap());
+}
+
+/// Equal up to f32 rounding: 1e-4 of the larger magnitude (at least 1). Measured: 5e-8 with
+/// this crate's own features, 1.6e-5 on gradients of magnitude 0.36 in the workspace build,
+/// whose unified backend features (SIMD kernels) change the reference's rounding; a wrong
+/// term in the backward is off by the gradient's own size.
+fn close<const D: usize>(name: &str, ours: Tensor<Inner, D>, reference: Tensor<Inner, D>) {
+    let scale = reference.clone().abs().max().into_scalar();
+    let err = max_abs_diff(ours, reference);
+    eprintln!("{name}: max abs difference {err} (max magnitude {scale})");
+    assert!(
+        err <= 1e-4 * scale.max(1.0),
+        "{name} differs by {err} (max magnitude {scale})"
+    );
 }
