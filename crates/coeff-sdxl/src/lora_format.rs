@@ -13,7 +13,7 @@
 use std::path::Path;
 
 use burn::tensor::backend::Backend;
-use coeff_tuning::checkpoint::KeyTable;
+use coeff_tuning::checkpoint::{KeyTable, Row};
 use coeff_tuning::peft::interop::{
     export_diffusers_lora, import_diffusers_lora, PeftExport, TableNames,
 };
@@ -27,6 +27,19 @@ use crate::unet::UNet2DConditionModel;
 /// The file name diffusers reads and writes.
 pub const LORA_FILE: &str = "pytorch_lora_weights.safetensors";
 
+/// The UNet's module names as diffusers writes them, read off its key table.
+fn unet_names<'a>(rows: &'a [Row]) -> TableNames<'a> {
+    TableNames {
+        table: KeyTable {
+            rows,
+            prefixes: &[],
+            ignored: &[],
+        },
+        prefix: "",
+        saved: vec![],
+    }
+}
+
 /// Write the UNet part of `injected` to `path` (diffusers' format, component `unet`).
 pub fn export_unet_lora<B: Backend>(
     unet: &UNet2DConditionModel<B>,
@@ -35,15 +48,7 @@ pub fn export_unet_lora<B: Backend>(
     path: &Path,
 ) -> Result<PeftExport> {
     let rows = key_rows(config);
-    let names = TableNames {
-        table: KeyTable {
-            rows: &rows,
-            prefixes: &[],
-            ignored: &[],
-        },
-        prefix: "",
-        saved: vec![],
-    };
+    let names = unet_names(&rows);
     Ok(export_diffusers_lora(unet, injected, &names, "unet", path)?)
 }
 
@@ -54,14 +59,6 @@ pub fn import_unet_lora<B: Backend>(
     path: &Path,
 ) -> Result<(UNet2DConditionModel<B>, Injected)> {
     let rows = key_rows(config);
-    let names = TableNames {
-        table: KeyTable {
-            rows: &rows,
-            prefixes: &[],
-            ignored: &[],
-        },
-        prefix: "",
-        saved: vec![],
-    };
+    let names = unet_names(&rows);
     Ok(import_diffusers_lora(unet, &names, "unet", path)?)
 }
