@@ -87,14 +87,18 @@ fn vl_model_learns_to_answer_from_image_features() {
     });
     let mut first = None;
     let mut last = 0.0;
-    for _ in 0..60 {
+    // The weights and features are drawn unseeded (tests share the backend's generator), so the
+    // recipe must work for every draw: at lr 3e-2 about one draw in four stalled at a loss
+    // near 1.8 (the image path never separated the two answers); at 1e-2, 0 of 330 draws
+    // failed, and 100 steps leave a margin.
+    for _ in 0..100 {
         let loss = vl
             .loss(question.clone(), None, features.clone(), targets.clone())
             .unwrap();
         last = loss.clone().into_scalar();
         first.get_or_insert(last);
         let grads = loss.backward();
-        vl = opt.step(vl, &grads, 3e-2).unwrap().0;
+        vl = opt.step(vl, &grads, 1e-2).unwrap().0;
     }
     let first = first.unwrap();
     assert!(last < 0.05 * first, "loss went from {first} to {last}");
