@@ -28,6 +28,7 @@ fn layer(cfg: MultiHeadAttentionConfig, with_coeff: bool) -> MultiHeadAttention<
 
 #[test]
 fn chunked_path_equals_eager_self_attention_with_masks() {
+    let _serial = common::serial();
     let (batch, n, d) = (2, 10, 12);
     for with_coeff in [false, true] {
         let cfg = MultiHeadAttentionConfig::new(d, 3);
@@ -57,6 +58,7 @@ fn chunked_path_equals_eager_self_attention_with_masks() {
 
 #[test]
 fn chunked_path_equals_eager_cross_attention() {
+    let _serial = common::serial();
     let (batch, n, m, d, d_kv) = (2, 7, 5, 8, 6);
     let cfg = MultiHeadAttentionConfig::new(d, 2).with_d_kv(Some(d_kv));
     let eager = layer(cfg, true);
@@ -73,6 +75,7 @@ fn chunked_path_equals_eager_cross_attention() {
 
 #[test]
 fn padded_keys_get_no_weight_and_do_not_change_the_output() {
+    let _serial = common::serial();
     let (n, d) = (6, 8);
     let attn = layer(MultiHeadAttentionConfig::new(d, 2), true);
     let x = randn::<B, 3>([1, n, d], 11, &dev());
@@ -115,6 +118,7 @@ fn padded_keys_get_no_weight_and_do_not_change_the_output() {
 
 #[test]
 fn mixed_maps_follow_target_head_by_source_map_convention() {
+    let _serial = common::serial();
     let (n, d) = (5, 6);
     let attn = layer(MultiHeadAttentionConfig::new(d, 3), true);
     let x = randn::<B, 3>([2, n, d], 21, &dev());
@@ -150,6 +154,7 @@ fn mixed_maps_follow_target_head_by_source_map_convention() {
 
 #[test]
 fn zero_alpha_and_disabled_coeff_equal_plain_attention() {
+    let _serial = common::serial();
     let cfg = MultiHeadAttentionConfig::new(8, 4);
     let plain = cfg.init::<B>(&dev());
     let mut zero = plain.clone();
@@ -176,6 +181,7 @@ fn zero_alpha_and_disabled_coeff_equal_plain_attention() {
 
 #[test]
 fn mix_heads_with_identity_is_a_no_op() {
+    let _serial = common::serial();
     let maps = randn::<B, 4>([2, 3, 4, 5], 41, &dev());
     let out = mix_heads(maps.clone(), Tensor::eye(3, &dev()));
     assert!(max_abs_diff(maps, out) < 1e-7);
@@ -183,6 +189,7 @@ fn mix_heads_with_identity_is_a_no_op() {
 
 #[test]
 fn fully_masked_rows_are_finite() {
+    let _serial = common::serial();
     let attn = layer(MultiHeadAttentionConfig::new(4, 2), false);
     let x = randn::<B, 3>([1, 3, 4], 51, &dev());
     let pad = Tensor::<B, 2, Bool>::from_data(TensorData::new(vec![true; 3], [1, 3]), &dev());
@@ -197,6 +204,7 @@ fn fully_masked_rows_are_finite() {
 /// pass, for pre- and post-norm blocks with cross-attention and Coeff, whatever the step sizes.
 #[test]
 fn cached_decoding_equals_the_full_causal_pass() {
+    let _serial = common::serial();
     use coeff_tuning::nn::{
         Activation, BlockCache, BlockInput, NormPlacement, TransformerBlockConfig,
     };
@@ -245,9 +253,11 @@ fn cached_decoding_equals_the_full_causal_pass() {
 
 /// In training (an autodiff backend) alpha's dropout is drawn once per layer forward, whether
 /// the queries are processed whole or in chunks: with the generator seeded alike, both paths
-/// give the same output.
+/// give the same output. (Every test of this file holds `common::serial()`: none may draw
+/// from the generator between the seeding and the forward.)
 #[test]
 fn chunked_path_draws_alpha_dropout_once_per_layer() {
+    let _serial = common::serial();
     use burn::tensor::backend::Backend as _;
     use common::{device, TB};
     let (batch, n, d) = (2, 9, 12);

@@ -142,33 +142,52 @@ fn save_load_roundtrip(method: Method) {
 fn merged_equals_unmerged(method: Method) {
     let dev = Default::default();
     let base = TinyModel::<Inner>::new(&dev);
-    let (model, injected) = inject(base, &config(method)).unwrap();
-    let model = perturb(model, &injected.trainable_prefixes(), 0.3);
+    let (model, injected) = inject(base.clone(), &config(method)).unwrap();
+    // A perturbation of 0.3 on every LoRA A and B entry makes the query/key deltas so large
+    // that attention logits reach the hundreds and the output tens, where f32 rounding of the
+    // merged weight is amplified past 1e-5 of the output; 0.05 keeps the model in a trained
+    // model's regime.
+    let model = perturb(model, &injected.trainable_prefixes(), 0.05);
     let out = model.forward(input(&dev));
-    let merged = merge_adapters(model.clone());
-    let err = max_abs_diff(out.clone(), merged.forward(input(&dev)));
     assert!(
-        err < 1e-4,
-        "{}: merged differs from unmerged by {err}",
+        max_abs_diff(out.clone(), base.forward(input(&dev))) > 1e-3,
+        "{}: perturbation had no effect",
+        method.name()
+    );
+    // Merging rounds in f32 at the scale of what is merged: the tolerance is relative to the
+    // output's magnitude (LoRA A's initialisation is drawn unseeded).
+    let out_scale = out.clone().abs().max().into_scalar().max(1.0);
+    let merged = merge_adapters(model.clone());
+    let err = max_abs_diff(out.clone(), merged.forward(input(&dev))) / out_scale;
+    assert!(
+        err < 1e-5,
+        "{}: merged differs from unmerged by {err} of the output's magnitude {out_scale}",
         method.name()
     );
 
     let restored = unmerge_adapters(merged);
-    let err = max_abs_diff(out, restored.forward(input(&dev)));
+    let err = max_abs_diff(out, restored.forward(input(&dev))) / out_scale;
     assert!(
-        err < 1e-4,
-        "{}: unmerge(merge) changed the output by {err}",
+        err < 1e-5,
+        "{}: unmerge(merge) changed the output by {err} of its magnitude {out_scale}",
         method.name()
     );
+    let merged: BTreeMap<String, Vec<f32>> = all_params(&merge_adapters(model.clone()))
+        .into_iter()
+        .map(|(p, _, v)| (p, v))
+        .collect();
     for ((p, _, a), (_, _, b)) in all_params(&model).iter().zip(all_params(&restored).iter()) {
+        // Relative to the largest merged value: unmerging subtracts the delta it added.
+        let scale = merged[p].iter().fold(1.0f32, |s, x| s.max(x.abs()));
         let d = a
             .iter()
             .zip(b)
             .map(|(x, y)| (x - y).abs())
-            .fold(0.0f32, f32::max);
+            .fold(0.0f32, f32::max)
+            / scale;
         assert!(
             d < 1e-5,
-            "{}: `{p}` not restored by unmerge ({d})",
+            "{}: `{p}` not restored by unmerge ({d} of the merged magnitude {scale})",
             method.name()
         );
     }

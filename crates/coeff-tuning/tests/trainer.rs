@@ -13,17 +13,9 @@ use coeff_tuning::train::{
     AdamW, AdamWConfig, Finish, ParamGroup, Step, StepOutput, Trainer, TrainerConfig, WarmupCosine,
 };
 use coeff_tuning::{inject, Method, PeftError};
-use common::{randn, TinyModel, TB};
+use common::{randn, serial, TinyModel, TB};
 
 const TOTAL: usize = 6;
-
-/// The backend's generator is process-global: tests that train hold this lock so a test
-/// running in parallel cannot re-seed it between a step's seeding and its dropout draws.
-static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
-    RNG.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn config(stop_after: Option<usize>, groups: Vec<ParamGroup>) -> TrainerConfig {
     TrainerConfig {
@@ -70,7 +62,7 @@ fn values(m: &TinyModel<TB>) -> Vec<(String, Vec<f32>)> {
 
 #[test]
 fn a_resumed_run_is_bit_identical() {
-    let _rng = rng_lock();
+    let _rng = serial();
     let dev = Default::default();
     let dir = tempfile::tempdir().unwrap();
     let (m, trainable) = model();
@@ -111,7 +103,7 @@ fn a_resumed_run_is_bit_identical() {
 
 #[test]
 fn a_non_finite_loss_stops_and_names_the_checkpoint() {
-    let _rng = rng_lock();
+    let _rng = serial();
     let dev = Default::default();
     let dir = tempfile::tempdir().unwrap();
     let (m, trainable) = model();
@@ -132,7 +124,7 @@ fn a_non_finite_loss_stops_and_names_the_checkpoint() {
 
 #[test]
 fn parameter_groups_use_targeting_patterns() {
-    let _rng = rng_lock();
+    let _rng = serial();
     let (m, trainable) = model();
     let groups = vec![ParamGroup {
         patterns: vec!["coeff".into()],
@@ -164,7 +156,7 @@ fn parameter_groups_use_targeting_patterns() {
 
 #[test]
 fn a_checkpoint_of_another_model_is_refused_by_name() {
-    let _rng = rng_lock();
+    let _rng = serial();
     let dev = Default::default();
     let dir = tempfile::tempdir().unwrap();
     let (m, trainable) = model();
@@ -198,7 +190,7 @@ fn a_checkpoint_of_another_model_is_refused_by_name() {
 
 #[test]
 fn optimizer_moments_that_do_not_fit_are_errors_naming_the_parameter() {
-    let _rng = rng_lock();
+    let _rng = serial();
     let (m, _) = model();
     let numel: BTreeMap<String, usize> = coeff_tuning::params::param_shapes(&m, &["head".into()])
         .into_iter()

@@ -55,6 +55,14 @@ pub fn randn<B: Backend, const D: usize>(
     Tensor::from_data(TensorData::new(vals, shape), dev)
 }
 
+/// The backend's generator is process-global: tests that seed it (`B::seed`, or a trainer
+/// re-seeding every step) and depend on its draws hold this lock, and so does every other
+/// test of the same binary that draws from it, so none draws in between.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 pub fn max_abs_diff<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> f32 {
     use burn::tensor::ElementConversion;
     (a - b).abs().max().into_scalar().elem::<f32>()
@@ -95,11 +103,34 @@ impl<B: Backend> TinyModel<B> {
                 .with_padding(PaddingConfig2d::Explicit(1, 0, 1, 0)),
             dev,
         );
-        params::materialize(Self {
+        let model = Self {
             mixer,
             blocks,
             head: LinearConfig::new(D_MODEL, CLASSES).init(dev),
-        })
+        };
+        // Burn's initialisers draw from the backend's global generator, which is unseeded
+        // and shared by the tests running in parallel; every parameter is redrawn from a
+        // fixed stream so each check sees the same model on every run and backend. The
+        // bound is Burn's default (Kaiming uniform): 1 / sqrt(fan_in).
+        let values = params::collect_where(&model, |_| true)
+            .into_iter()
+            .enumerate()
+            .map(|(k, (path, shape, _))| {
+                let fan_in: usize = match shape.len() {
+                    2 => shape[0],
+                    4 => shape[1..].iter().product(),
+                    _ => D_MODEL,
+                };
+                let bound = 1.0 / (fan_in as f32).sqrt();
+                let v = randn::<B, 1>([shape.iter().product()], 1000 + k as u64, dev)
+                    .mul_scalar(bound)
+                    .into_data()
+                    .to_vec::<f32>()
+                    .unwrap();
+                (path, (shape, v))
+            })
+            .collect();
+        params::replace_params(params::materialize(model), &values)
     }
 
     /// `x: [batch, seq, D_MODEL]` -> logits `[batch, CLASSES]`.
