@@ -1,17 +1,29 @@
-//! `cargo xtask`: a thin driver that builds and runs the experiments with the chosen backend.
+//! `cargo xtask`: a thin driver that builds the project's three binaries with the chosen
+//! backend (a release build) and runs them, forwarding every flag.
+//!
+//! | task | binary (crate) | what |
+//! |---|---|---|
+//! | `experiment NAME` | `coeff-experiments` | the paper's experiments: `fewshot` (default), `toy`, `vl`, `concept` |
+//! | `bench NAME` | `coeff-bench` | `attention`, `mix`, `load`; `compare` runs toy + attention per backend |
+//! | `infer`, `sample`, `fetch` | `coeff` (coeff-cli) | the commands for one's own files |
 //!
 //! ```text
 //! cargo xtask experiment                       # the main job: few-shot ViT sweep on the CPU default
 //! cargo xtask experiment fewshot --backend cuda -- --preset full
 //! cargo xtask experiment toy --backend flex --out runs/toy-flex
-//! cargo xtask experiment vl                    # the VL table on easy-VQA (CPU, ~16 min)
+//! cargo xtask experiment vl                    # the VL table on easy-VQA (CPU)
 //! cargo xtask experiment concept               # DreamBooth-style concept tuning on emoji (CPU)
-//! cargo xtask sample -- --pipeline DIR --prompt "a cat" --output cat.png   # SDXL text-to-image
-//! cargo xtask experiment bench-attention --backend cuda -- --width 768 --heads 12
-//! cargo xtask bench --backends flex,ndarray    # compare backends on the toy and an attention stack
+//! cargo xtask bench attention --backend cuda -- --width 768 --heads 12
+//! cargo xtask bench compare --backends flex,ndarray   # toy + attention stack per backend
 //! cargo xtask fetch                            # real pretrained ViTs: download, convert, verify
-//! cargo xtask infer --checkpoint DIR --input x.safetensors --output y.safetensors
+//! cargo xtask infer --checkpoint DIR --input x.safetensors --output y.safetensors [--adapter A]
+//! cargo xtask sample --pipeline DIR --prompt "a cat" --output cat.png
 //! ```
+//!
+//! `infer`, `sample` and `fetch` take `--backend B` anywhere among their arguments and pass
+//! every other argument to `coeff` unchanged (`cargo xtask infer --help` shows them). Every
+//! program runs in the directory `cargo xtask` was called from, so relative paths mean what
+//! they say; an experiment's default output folder is `runs/<name>-<backend>` in the workspace.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -23,7 +35,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 const DEFAULT_BACKEND: Backend = Backend::Flex;
 
 #[derive(Parser)]
-#[command(about = "Project tasks: run experiments and benchmarks on a chosen backend")]
+#[command(about = "Project tasks: run experiments, benchmarks and commands on a chosen backend")]
 struct Cli {
     #[command(subcommand)]
     command: Task,
@@ -39,62 +51,47 @@ enum Task {
         /// Backend to build the experiment program with.
         #[arg(long, value_enum, default_value_t = DEFAULT_BACKEND)]
         backend: Backend,
-        /// Output directory (default: runs/<experiment>-<backend>).
+        /// Output directory (default: runs/<experiment>-<backend> in the workspace).
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Extra arguments passed to the experiment (after `--`).
+        /// Arguments passed to the experiment (after `--`).
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// Download, convert (ONNX -> safetensors, in Rust) and verify the real pretrained ViTs.
-    Fetch {
-        /// Backend for the verification forward pass.
-        #[arg(long, value_enum, default_value_t = DEFAULT_BACKEND)]
-        backend: Backend,
-        /// Cache directory (default: $COEFF_TUNING_CACHE or ~/.cache/coeff-tuning).
-        #[arg(long)]
-        cache: Option<PathBuf>,
-        /// Where the verification report goes.
-        #[arg(long, default_value = "runs/fetch")]
-        out: PathBuf,
-    },
-    /// Run a ViT checkpoint directory on a `pixel_values` safetensors file.
-    Infer {
-        /// Backend.
-        #[arg(long, value_enum, default_value_t = DEFAULT_BACKEND)]
-        backend: Backend,
-        /// Checkpoint directory (`config.json` + `model.safetensors`).
-        #[arg(long)]
-        checkpoint: PathBuf,
-        /// Input safetensors with `pixel_values [B, 3, H, W]`.
-        #[arg(long)]
-        input: PathBuf,
-        /// Output safetensors.
-        #[arg(long)]
-        output: PathBuf,
-    },
-    /// Text-to-image with a diffusers SDXL folder (arguments after `--`: `--pipeline DIR
-    /// --prompt TEXT --output image.png [--steps 30 --guidance 5 --seed 0 --height --width]`).
-    Sample {
-        /// Backend.
-        #[arg(long, value_enum, default_value_t = DEFAULT_BACKEND)]
-        backend: Backend,
-        /// Arguments of the sampler (after `--`); relative paths are resolved here.
-        #[arg(last = true)]
-        args: Vec<String>,
-    },
-    /// Run the toy and the attention-stack benchmark on several backends and compare.
+    /// Run a benchmark (release build, chosen backend), or compare backends.
     Bench {
-        /// Comma-separated backends.
+        /// Which benchmark.
+        #[arg(value_enum)]
+        name: Bench,
+        /// Backend (`attention`, `mix`, `load`).
+        #[arg(long, value_enum, default_value_t = DEFAULT_BACKEND)]
+        backend: Backend,
+        /// Backends to compare (`compare`), comma-separated.
         #[arg(long, value_delimiter = ',', default_values_t = [Backend::Flex, Backend::Ndarray])]
         backends: Vec<Backend>,
-        /// Output root (one sub-directory per backend and benchmark).
-        #[arg(long, default_value = "runs/bench")]
-        out: PathBuf,
-        /// Extra arguments for bench-attention (after `--`).
+        /// Output directory (default: runs/bench-<name>-<backend>, or runs/bench for `compare`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Arguments passed to the benchmark (after `--`; for `compare`, to `attention`).
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Run a checkpoint folder (ViT, BERT / CLIP / BART, diffusers UNet / VAE) on an input
+    /// file: every argument goes to `coeff infer` (`--backend B` picks the backend).
+    Infer(Forwarded),
+    /// SDXL text-to-image from a diffusers folder: every argument goes to `coeff sample`.
+    Sample(Forwarded),
+    /// Download, convert (ONNX -> safetensors, in Rust) and verify the real pretrained ViTs:
+    /// every argument goes to `coeff fetch`.
+    Fetch(Forwarded),
+}
+
+/// Arguments forwarded to a `coeff` command, with `--backend B` taken out.
+#[derive(clap::Args)]
+struct Forwarded {
+    /// The command's arguments (`--backend B` anywhere among them picks the backend).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -104,14 +101,25 @@ enum Experiment {
     Fewshot,
     /// The toy graph of the paper's Fig. 3.
     Toy,
-    /// Step time of an attention stack with and without Coeff-Tuning.
-    BenchAttention,
     /// Vision-language multi-task tuning (VQA, yes/no, image-pair statements, captions) on
     /// easy-VQA with a VL-BART-style model: the paper's VL table at CPU scale.
     Vl,
     /// DreamBooth-style concept customisation (LoRA / DoRA / Coeff / full) with a small
     /// SDXL-style UNet on Twitter emoji: the paper's SDXL experiment at CPU scale.
     Concept,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Bench {
+    /// Step time and memory of an attention stack or a ViT with and without Coeff-Tuning
+    /// (with PyTorch in the same run for ViTs).
+    Attention,
+    /// The head-mixing kernel alone.
+    Mix,
+    /// Peak memory of a streaming checkpoint load.
+    Load,
+    /// The toy experiment and the attention stack on each of `--backends`, with a table.
+    Compare,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -151,12 +159,42 @@ impl Experiment {
         match self {
             Experiment::Fewshot => "fewshot",
             Experiment::Toy => "toy",
-            Experiment::BenchAttention => "bench-attention",
             Experiment::Vl => "vl",
             Experiment::Concept => "concept",
         }
     }
 }
+
+impl Bench {
+    fn command(self) -> &'static str {
+        match self {
+            Bench::Attention => "attention",
+            Bench::Mix => "mix",
+            Bench::Load => "load",
+            Bench::Compare => "compare",
+        }
+    }
+}
+
+/// A binary of the workspace: its package and executable name.
+#[derive(Clone, Copy)]
+struct Program {
+    package: &'static str,
+    bin: &'static str,
+}
+
+const EXPERIMENTS: Program = Program {
+    package: "coeff-experiments",
+    bin: "coeff-experiments",
+};
+const BENCH: Program = Program {
+    package: "coeff-bench",
+    bin: "coeff-bench",
+};
+const CLI: Program = Program {
+    package: "coeff-cli",
+    bin: "coeff",
+};
 
 fn main() -> Result<()> {
     match Cli::parse().command {
@@ -166,59 +204,17 @@ fn main() -> Result<()> {
             out,
             args,
         } => {
-            let out =
-                out.unwrap_or_else(|| PathBuf::from(format!("runs/{}-{backend}", name.command())));
+            let out = out_dir(out, &format!("{}-{backend}", name.command()));
             run_experiment(name, backend, &out, &args)
         }
-        Task::Fetch {
-            backend,
-            cache,
-            out,
-        } => {
-            let args: Vec<String> = cache
-                .map(|c| vec!["--cache".to_string(), c.display().to_string()])
-                .unwrap_or_default();
-            run_program("fetch", backend, &out, &args)
-        }
-        Task::Infer {
-            backend,
-            checkpoint,
-            input,
-            output,
-        } => {
-            let abs = |p: PathBuf| std::path::absolute(&p).unwrap_or(p).display().to_string();
-            let args = vec![
-                "--checkpoint".into(),
-                abs(checkpoint),
-                "--input".into(),
-                abs(input),
-                "--output".into(),
-                abs(output),
-            ];
-            run_program("infer", backend, Path::new("runs/infer"), &args)
-        }
-        Task::Sample { backend, args } => {
-            // The program runs in the workspace root: make path arguments absolute first.
-            let mut abs = Vec::with_capacity(args.len());
-            let mut path_next = false;
-            for a in args {
-                let flag = a == "--pipeline" || a == "--output";
-                abs.push(if path_next {
-                    std::path::absolute(&a)
-                        .map(|p| p.display().to_string())
-                        .unwrap_or(a)
-                } else {
-                    a
-                });
-                path_next = flag;
-            }
-            run_program("sample", backend, Path::new("runs/sample"), &abs)
-        }
         Task::Bench {
+            name: Bench::Compare,
             backends,
             out,
             args,
+            ..
         } => {
+            let out = out_dir(out, "bench");
             for &backend in &backends {
                 run_experiment(
                     Experiment::Toy,
@@ -226,15 +222,29 @@ fn main() -> Result<()> {
                     &out.join(format!("toy-{backend}")),
                     &[],
                 )?;
-                run_experiment(
-                    Experiment::BenchAttention,
-                    backend,
-                    &out.join(format!("attention-{backend}")),
-                    &args,
-                )?;
+                let mut a = out_args(&out.join(format!("attention-{backend}")));
+                a.push("attention".into());
+                a.extend(args.iter().cloned());
+                run_program(BENCH, backend, &a)?;
             }
             compare(&backends, &out)
         }
+        Task::Bench {
+            name,
+            backend,
+            out,
+            args,
+            ..
+        } => {
+            let out = out_dir(out, &format!("bench-{}-{backend}", name.command()));
+            let mut a = out_args(&out);
+            a.push(name.command().into());
+            a.extend(args);
+            run_program(BENCH, backend, &a)
+        }
+        Task::Infer(f) => forward("infer", f),
+        Task::Sample(f) => forward("sample", f),
+        Task::Fetch(f) => forward("fetch", f),
     }
 }
 
@@ -245,50 +255,73 @@ fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-fn run_experiment(name: Experiment, backend: Backend, out: &Path, args: &[String]) -> Result<()> {
-    run_program(name.command(), backend, out, args)
+/// `out` as given (relative to the current directory), or `runs/<default>` in the workspace.
+fn out_dir(out: Option<PathBuf>, default: &str) -> PathBuf {
+    out.unwrap_or_else(|| workspace_root().join("runs").join(default))
 }
 
-/// `cargo run --release -p coeff-experiments --features <backend> -- --out OUT <command> <args>`.
-fn run_program(command: &str, backend: Backend, out: &Path, args: &[String]) -> Result<()> {
+fn out_args(out: &Path) -> Vec<String> {
+    vec!["--out".into(), out.display().to_string()]
+}
+
+fn run_experiment(name: Experiment, backend: Backend, out: &Path, args: &[String]) -> Result<()> {
+    let mut a = out_args(out);
+    a.push(name.command().into());
+    a.extend(args.iter().cloned());
+    run_program(EXPERIMENTS, backend, &a)
+}
+
+/// `coeff <command> <args>` with `--backend B` / `--backend=B` taken out of `args`.
+fn forward(command: &str, f: Forwarded) -> Result<()> {
+    let mut backend = DEFAULT_BACKEND;
+    let mut rest = vec![command.to_string()];
+    let mut it = f.args.into_iter();
+    while let Some(a) = it.next() {
+        let value = if a == "--backend" {
+            Some(it.next().context("--backend needs a value")?)
+        } else {
+            a.strip_prefix("--backend=").map(str::to_string)
+        };
+        match value {
+            Some(v) => {
+                backend = Backend::from_str(&v, true).map_err(|e| {
+                    anyhow::anyhow!("--backend {v}: {e} (one of flex, ndarray, ndarray-blas, wgpu, cuda)")
+                })?
+            }
+            None => rest.push(a),
+        }
+    }
+    run_program(CLI, backend, &rest)
+}
+
+/// `cargo run --release --manifest-path <workspace>/Cargo.toml -p <package> --bin <bin>
+/// --no-default-features --features <backend> -- <args>`, in the current directory.
+fn run_program(program: Program, backend: Backend, args: &[String]) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let root = workspace_root();
-    let out = if out.is_absolute() {
-        out.to_path_buf()
-    } else {
-        root.join(out)
-    };
-    eprintln!("xtask: {command} on {backend} -> {}", out.display());
+    let manifest = workspace_root().join("Cargo.toml");
+    eprintln!("xtask: {} {} on {backend}", program.bin, args.join(" "));
     let status = Command::new(cargo)
-        .current_dir(&root)
-        .args([
-            "run",
-            "--release",
-            "--package",
-            "coeff-experiments",
-            "--no-default-features",
-        ])
-        .args(["--features", backend.feature(), "--"])
-        .arg("--out")
-        .arg(&out)
-        .arg(command)
+        .arg("run")
+        .arg("--release")
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .args(["--package", program.package, "--bin", program.bin])
+        .args(["--no-default-features", "--features", backend.feature(), "--"])
         .args(args)
         .status()
         .context("starting cargo")?;
     if !status.success() {
-        bail!("{command} on {backend} failed ({status})");
+        bail!(
+            "{} {} on {backend} failed ({status})",
+            program.bin,
+            args.first().map(String::as_str).unwrap_or("")
+        );
     }
     Ok(())
 }
 
 /// Print the time ratios between backends from their summaries.
 fn compare(backends: &[Backend], out: &Path) -> Result<()> {
-    let root = workspace_root();
-    let out = if out.is_absolute() {
-        out.to_path_buf()
-    } else {
-        root.join(out)
-    };
     let read = |dir: PathBuf| -> Result<serde_json::Value> {
         let p = dir.join("summary.json");
         let text =

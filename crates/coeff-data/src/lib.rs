@@ -2,6 +2,8 @@
 //!
 //! Image datasets for few-shot fine-tuning, reusable from any Burn project:
 //!
+//! - [`image`]: the [`Image`] type and the labelled [`ImageSet`] (a leaf: every reader imports
+//!   it); [`resize`]: the bilinear resampling the readers and the preprocessing share;
 //! - [`idx`]: MNIST-family IDX files (`.gz` or plain);
 //! - [`pickle`]: NumPy arrays from pickle files, read by a restricted interpreter that accepts
 //!   only the opcodes and NumPy globals array pickles use (a pickle is a program: nothing is
@@ -22,14 +24,16 @@ pub mod emoji;
 pub mod error;
 pub mod fetch;
 pub mod idx;
+pub mod image;
 pub mod pickle;
 pub mod preprocess;
+pub mod resize;
 pub mod sampler;
 
 pub use dataset::{
-    animal_silhouettes, fashion_mnist, image_folder, image_folder_resized, mnist_pickle, Image,
-    ImageSet, OnBadFile,
+    animal_silhouettes, fashion_mnist, image_folder, image_folder_resized, mnist_pickle, OnBadFile,
 };
+pub use image::{Image, ImageSet};
 pub use error::{DataError, Result};
 pub use preprocess::Preprocess;
 pub use sampler::{fixed_test, k_shot, split_tail};

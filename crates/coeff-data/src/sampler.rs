@@ -1,6 +1,6 @@
 //! Seeded k-shot sampling with a fixed, disjoint test set.
 
-use crate::dataset::ImageSet;
+use crate::image::ImageSet;
 use crate::error::{DataError, Result};
 
 /// A small seeded generator (SplitMix64), identical on every platform.

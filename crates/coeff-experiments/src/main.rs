@@ -4,11 +4,8 @@
 //! a release build. Each experiment writes `summary.json`, `results.md` and PNG plots into
 //! `--out`.
 
-use coeff_experiments::{backend, bench, concept, fetch, fewshot, infer, memory, sample, toy, vl};
-
-/// Counts live host bytes for the benchmarks' memory columns.
-#[global_allocator]
-static ALLOC: memory::Counting = memory::Counting;
+use coeff_experiments::{concept, fewshot, toy, vl};
+use coeff_harness::backend;
 
 use std::path::PathBuf;
 
@@ -35,37 +32,11 @@ enum Command {
     /// Few-shot image classification: linear probe, full fine-tuning, LoRA, DoRA, Coeff and
     /// their combinations on a real pretrained ViT and real datasets.
     Fewshot(Box<fewshot::FewShotArgs>),
-    /// Time an attention stack with and without Coeff-Tuning on this backend.
-    BenchAttention(bench::BenchArgs),
-    /// Download, convert and verify the real pretrained ViTs (CLIP ViT-B/16, DINOv2 ViT-S/14).
-    Fetch(fetch::FetchArgs),
-    /// Time the head-mixing kernel alone (two formulations) on ViT-sized maps.
-    BenchMix {
-        /// Batch.
-        #[arg(long, default_value_t = 8)]
-        batch: usize,
-        /// Heads.
-        #[arg(long, default_value_t = 12)]
-        heads: usize,
-        /// Tokens.
-        #[arg(long, default_value_t = 197)]
-        tokens: usize,
-        /// Timed repetitions.
-        #[arg(long, default_value_t = 5)]
-        iters: usize,
-    },
-    /// Run a checkpoint directory (ViT, BERT, CLIP, BART) on inputs from a safetensors file.
-    Infer(infer::InferArgs),
     /// Vision-language multi-task tuning on easy-VQA (LoRA / DoRA, with and without Coeff).
     Vl(vl::VlArgs),
     /// DreamBooth-style concept customisation with an SDXL-style UNet on Twitter emoji
     /// (base stage, then LoRA / DoRA / Coeff / full tuning on held-out cat faces).
     Concept(concept::ConceptArgs),
-    /// Text-to-image with a diffusers SDXL folder.
-    Sample(sample::SampleArgs),
-    /// Peak memory of loading a synthetic checkpoint (`--mb`, f32 and f16) through the
-    /// streaming checkpoint loader.
-    BenchLoad(bench::LoadArgs),
 }
 
 fn main() -> Result<()> {
@@ -98,32 +69,10 @@ fn main() -> Result<()> {
                 t0.elapsed().as_secs_f64()
             );
         }
-        Command::BenchMix {
-            batch,
-            heads,
-            tokens,
-            iters,
-        } => bench::run_mix::<backend::Train>(batch, heads, tokens, iters, &device)?,
-        Command::Infer(args) => infer::run::<backend::Inner>(&args, &device)?,
         Command::Concept(args) => {
             concept::run::<backend::Train>(&args, &cli.out, backend::NAME, &device)?
         }
-        Command::Sample(args) => sample::run::<backend::Inner>(&args, &device)?,
         Command::Vl(args) => vl::run::<backend::Train>(&args, &cli.out, backend::NAME, &device)?,
-        Command::BenchLoad(args) => {
-            bench::run_load::<backend::Inner>(&args, &cli.out, backend::NAME, &device)?
-        }
-        Command::Fetch(args) => fetch::run::<backend::Inner>(&args, &cli.out, &device)?,
-        Command::BenchAttention(args) => {
-            anyhow::ensure!(
-                !args.recompute || args.query_chunk.is_some(),
-                "--recompute needs --query-chunk"
-            );
-            if args.recompute {
-                coeff_tuning::attention::recompute::enable::<backend::Inner>();
-            }
-            bench::run::<backend::Train>(&args, &cli.out, backend::NAME, &device)?
-        }
     }
     Ok(())
 }

@@ -4,7 +4,7 @@
 //! finished run, and a sweep with other settings in the same folder is refused with the
 //! folder named.
 
-use coeff_experiments::backend::{self, Train};
+use coeff_harness::backend::{self, Train};
 use coeff_experiments::concept::{self, ConceptArgs, Preset};
 
 fn args(steps: usize) -> ConceptArgs {

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use burn::tensor::backend::Backend;
 use coeff_data::{Image, Preprocess};
-use coeff_experiments::backend::{self, Train};
+use coeff_harness::backend::{self, Train};
 use coeff_experiments::fewshot::config::{FewShotConfig, FsMethod, Recipe};
 use coeff_experiments::fewshot::train::{
     checkpoint_path, train_run, Control, Inputs, Outcome, RunSpec, Split,

@@ -1,7 +1,8 @@
 //! The toy experiment end to end on a short schedule: deterministic, Prop. 4.2 holds for run
 //! (i), and the coefficients take run (iii) outside the convex hull of the inputs.
 
-use coeff_experiments::{backend, toy};
+use coeff_experiments::toy;
+use coeff_harness::backend;
 
 fn short(seed: u64) -> toy::ToyArgs {
     toy::ToyArgs {

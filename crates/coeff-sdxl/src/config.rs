@@ -8,6 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
+use coeff_tuning::LoadError;
 use serde_json::{Map, Value};
 
 use crate::error::{Result, UnetError};
@@ -122,15 +123,10 @@ impl UnetConfig {
 
     /// Parse the text of a `config.json`; `path` only names it in errors.
     pub fn from_json(text: &str, path: &Path) -> Result<Self> {
-        let value: Value = serde_json::from_str(text).map_err(|e| UnetError::Config {
-            path: path.to_path_buf(),
-            message: format!("not valid JSON: {e}"),
-        })?;
+        let value: Value = serde_json::from_str(text)
+            .map_err(|e| LoadError::config(path, format!("not valid JSON: {e}")))?;
         let Value::Object(map) = value else {
-            return Err(UnetError::Config {
-                path: path.to_path_buf(),
-                message: "not a JSON object".into(),
-            });
+            return Err(LoadError::config(path, "not a JSON object").into());
         };
         Reader {
             map,
@@ -147,10 +143,7 @@ pub(crate) fn read_config(path: &Path) -> Result<(PathBuf, String)> {
     } else {
         path.to_path_buf()
     };
-    let text = std::fs::read_to_string(&path).map_err(|source| UnetError::Io {
-        path: path.clone(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(&path).map_err(|source| LoadError::io(&path, source))?;
     Ok((path, text))
 }
 
@@ -217,10 +210,7 @@ struct Reader {
 
 impl Reader {
     fn err(&self, message: String) -> UnetError {
-        UnetError::Config {
-            path: self.path.clone(),
-            message,
-        }
+        LoadError::config(&self.path, message).into()
     }
 
     fn get(&self, name: &str) -> Option<&Value> {

@@ -2,27 +2,16 @@
 
 use std::path::PathBuf;
 
+use coeff_tuning::{CheckpointError, LoadError, PeftError};
+
 /// What can go wrong reading a config, loading weights or running the UNet.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum UnetError {
-    /// A file could not be read.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A config is not valid JSON, lacks a field, or asks for something inconsistent.
-    #[error("config {path}: {message}")]
-    Config {
-        /// The config file (or `<inline>`).
-        path: PathBuf,
-        /// What is wrong.
-        message: String,
-    },
+    /// A file, config, checkpoint or adapter error (the core crate's shared kinds: I/O on a
+    /// path, a bad config, a checkpoint that does not fit, adapter injection, export or import).
+    #[error(transparent)]
+    Load(#[from] LoadError),
     /// The config asks for a feature this crate does not implement.
     #[error("config {path}: `{field}` = {value} is not supported by coeff-sdxl ({why})")]
     Unsupported {
@@ -43,16 +32,21 @@ pub enum UnetError {
         /// What is wrong.
         message: String,
     },
-    /// Reading a checkpoint or fitting it to the model failed (missing, unexpected or
-    /// mis-shaped tensors, bad files); the error names the file and keys.
-    #[error(transparent)]
-    Checkpoint(#[from] coeff_tuning::CheckpointError),
-    /// Injecting, exporting or importing adapters failed.
-    #[error(transparent)]
-    Peft(#[from] coeff_tuning::PeftError),
     /// A text encoder or tokenizer of a pipeline failed (the image-text crate's error).
     #[error(transparent)]
     Text(#[from] coeff_vl::VlError),
+}
+
+impl From<CheckpointError> for UnetError {
+    fn from(e: CheckpointError) -> Self {
+        Self::Load(e.into())
+    }
+}
+
+impl From<PeftError> for UnetError {
+    fn from(e: PeftError) -> Self {
+        Self::Load(e.into())
+    }
 }
 
 /// Result alias of this crate.

@@ -20,6 +20,7 @@ use std::path::Path;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
+use coeff_tuning::LoadError;
 use coeff_vl::{load_clip_text, ClipTextModel, TextTokenizer};
 
 use crate::config::UnetConfig;
@@ -66,10 +67,7 @@ pub struct SampleConfig {
 }
 
 fn config_err(path: &Path, message: String) -> UnetError {
-    UnetError::Config {
-        path: path.to_path_buf(),
-        message,
-    }
+    LoadError::config(path, message).into()
 }
 
 impl<B: Backend> SdxlPipeline<B> {
@@ -77,10 +75,8 @@ impl<B: Backend> SdxlPipeline<B> {
     pub fn load(dir: impl AsRef<Path>, device: &B::Device) -> Result<Self> {
         let dir = dir.as_ref();
         let index_path = dir.join("model_index.json");
-        let text = std::fs::read_to_string(&index_path).map_err(|source| UnetError::Io {
-            path: index_path.clone(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(&index_path)
+            .map_err(|source| LoadError::io(&index_path, source))?;
         let index: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| config_err(&index_path, format!("not valid JSON: {e}")))?;
         let class = index

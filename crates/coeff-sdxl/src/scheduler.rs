@@ -9,6 +9,7 @@ use std::path::Path;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
+use coeff_tuning::LoadError;
 use serde_json::Value;
 
 use crate::error::{Result, UnetError};
@@ -109,14 +110,9 @@ impl ScheduleConfig {
         } else {
             path.to_path_buf()
         };
-        let text = std::fs::read_to_string(&path).map_err(|source| UnetError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        let v: Value = serde_json::from_str(&text).map_err(|e| UnetError::Config {
-            path: path.clone(),
-            message: format!("not valid JSON: {e}"),
-        })?;
+        let text = std::fs::read_to_string(&path).map_err(|source| LoadError::io(&path, source))?;
+        let v: Value = serde_json::from_str(&text)
+            .map_err(|e| LoadError::config(&path, format!("not valid JSON: {e}")))?;
         let unsupported = |field: &str, value: &Value, why: &str| UnetError::Unsupported {
             path: path.clone(),
             field: field.into(),
@@ -152,9 +148,9 @@ impl ScheduleConfig {
                 x => x
                     .as_f64()
                     .filter(|f| f.is_finite() && *f >= 0.0)
-                    .ok_or_else(|| UnetError::Config {
-                        path: path.clone(),
-                        message: format!("`{k}` is {x}, not a non-negative number"),
+                    .ok_or_else(|| {
+                        LoadError::config(&path, format!("`{k}` is {x}, not a non-negative number"))
+                            .into()
                     }),
             }
         };

@@ -10,7 +10,7 @@ use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use coeff_tuning::checkpoint::{Checkpoint, KeyTable, Kind, Row};
-use coeff_tuning::{AttentionInput, MultiHeadAttention, MultiHeadAttentionConfig};
+use coeff_tuning::{AttentionInput, LoadError, MultiHeadAttention, MultiHeadAttentionConfig};
 use serde_json::Value;
 
 use crate::blocks::{conv, group_norm, ResnetBlock2D, Upsample2D};
@@ -48,10 +48,7 @@ impl VaeConfig {
     /// implement must hold their neutral values; unknown fields are errors.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let (path, text) = crate::config::read_config(path.as_ref())?;
-        let err = |message: String| UnetError::Config {
-            path: path.clone(),
-            message,
-        };
+        let err = |message: String| UnetError::from(LoadError::config(&path, message));
         let v: Value =
             serde_json::from_str(&text).map_err(|e| err(format!("not valid JSON: {e}")))?;
         let map = v

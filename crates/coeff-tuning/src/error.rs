@@ -1,4 +1,9 @@
 //! Typed errors of the core crate. Every variant names the file, key, shape or value at fault.
+//!
+//! [`PeftError`] is what injecting, saving and loading adapters reports; [`LoadError`] is the
+//! vocabulary the model crates share for building a model from files: a file that cannot be
+//! read, a bad config, a checkpoint that does not fit, an adapter that fails. Each model
+//! crate's error wraps it in one transparent variant and adds only the kinds that are its own.
 
 use std::path::PathBuf;
 
@@ -157,6 +162,55 @@ pub enum PeftError {
         /// Its number of values.
         numel: usize,
     },
+}
+
+/// Reading a model's files: the error kinds every model crate shares (one transparent
+/// variant of `VitError`, `VlError`, `UnetError`, ...). Every variant names the file at fault.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// A file could not be read (or written).
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A config file is not valid JSON, lacks a field, or asks for what is not implemented.
+    #[error("config {path}: {message}")]
+    Config {
+        /// The config file (or `<inline>`).
+        path: PathBuf,
+        /// What is wrong, naming the field.
+        message: String,
+    },
+    /// Reading a checkpoint or fitting it to the model failed (missing, unexpected or
+    /// mis-shaped tensors, bad files); the error names the file and keys.
+    #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::CheckpointError),
+    /// Injecting, saving or loading adapters failed.
+    #[error(transparent)]
+    Peft(#[from] PeftError),
+}
+
+impl LoadError {
+    /// [`LoadError::Io`] on `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// [`LoadError::Config`] about the config file `path`.
+    pub fn config(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Self::Config {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
 }
 
 /// Result alias of this crate.

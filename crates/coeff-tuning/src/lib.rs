@@ -41,7 +41,7 @@ pub use attention::{
     MultiHeadAttentionConfig,
 };
 pub use checkpoint::CheckpointError;
-pub use error::{PeftError, PeftResult};
+pub use error::{LoadError, PeftError, PeftResult};
 pub use peft::{
     inject, load_adapter, merge_adapters, save_adapter, set_adapters_enabled, set_query_chunk,
     unmerge_adapters, Adaptable, CoeffSpec, Injected, Method, ParamReport, PeftConfig, Site,

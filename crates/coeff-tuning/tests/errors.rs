@@ -3,7 +3,9 @@
 mod common;
 
 use coeff_tuning::peft::{ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE};
-use coeff_tuning::{inject, load_adapter, save_adapter, Method, PeftError};
+use coeff_tuning::{
+    inject, load_adapter, save_adapter, CheckpointError, LoadError, Method, PeftError,
+};
 use common::{Inner, TinyModel};
 
 fn saved_adapter(method: Method) -> (tempfile::TempDir, TinyModel<Inner>) {
@@ -309,4 +311,31 @@ fn lora_attaches_to_a_conv2d_site() {
     // Only the adapter is trainable: A, B, magnitude.
     let expected = 2 * common::D_MODEL * 3 + common::D_MODEL * 2 + common::D_MODEL;
     assert_eq!(injected.params.trainable, expected);
+}
+
+#[test]
+fn load_error_names_the_file_and_wraps_the_core_kinds() {
+    let e = LoadError::config("dir/config.json", "`hidden_size` is missing");
+    assert_eq!(
+        e.to_string(),
+        "config dir/config.json: `hidden_size` is missing"
+    );
+    let missing = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+    let e = LoadError::io("dir/model.safetensors", missing);
+    assert_eq!(e.to_string(), "dir/model.safetensors: no such file");
+    assert!(std::error::Error::source(&e).is_some());
+    // Checkpoint and adapter errors pass through with their own text.
+    let e: LoadError = CheckpointError::MissingKey {
+        path: "w.safetensors".into(),
+        key: "k".into(),
+    }
+    .into();
+    assert_eq!(e.to_string(), "checkpoint w.safetensors has no tensor `k`");
+    assert!(matches!(
+        e,
+        LoadError::Checkpoint(CheckpointError::MissingKey { .. })
+    ));
+    let e: LoadError = PeftError::EmptyConfig.into();
+    assert_eq!(e.to_string(), PeftError::EmptyConfig.to_string());
+    assert!(matches!(e, LoadError::Peft(PeftError::EmptyConfig)));
 }

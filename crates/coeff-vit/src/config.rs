@@ -11,6 +11,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use coeff_tuning::LoadError;
+
 use crate::error::{Result, VitError};
 
 /// Which reference implementation the weights and numerics follow.
@@ -132,10 +134,7 @@ impl VitConfig {
     /// Read a `config.json` of any supported family (Hugging Face or timm).
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| VitError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| LoadError::io(path, source))?;
         Self::from_json_str(&text, path)
     }
 
@@ -473,10 +472,7 @@ fn f64_field(v: &Value, key: &str, path: &Path, default: f64) -> Result<f64> {
 }
 
 fn config_err(path: &Path, message: String) -> VitError {
-    VitError::Config {
-        path: path.to_path_buf(),
-        message,
-    }
+    LoadError::config(path, message).into()
 }
 
 /// An int `n` (meaning `[n, n]`) or an `[h, w]` pair, as `transformers` and timm write sizes.

@@ -2,33 +2,15 @@
 
 use std::path::PathBuf;
 
+use coeff_tuning::{CheckpointError, LoadError, PeftError};
+
 /// Errors of config parsing, weight loading and the forward pass's input checks.
 #[derive(Debug, thiserror::Error)]
 pub enum VitError {
-    /// A file could not be read.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A config file is not valid JSON or lacks a field.
-    #[error("config {path}: {message}")]
-    Config {
-        /// The config file (or `<inline>`).
-        path: PathBuf,
-        /// What is wrong.
-        message: String,
-    },
-    /// Reading a checkpoint or fitting it to the model failed (missing, unexpected or
-    /// mis-shaped tensors, bad files); the error names the file and keys.
+    /// A file, config, checkpoint or adapter error (the core crate's shared kinds: I/O on a
+    /// path, a bad config, a checkpoint that does not fit, adapter injection or loading).
     #[error(transparent)]
-    Checkpoint(#[from] coeff_tuning::CheckpointError),
-    /// Injecting or loading adapters failed.
-    #[error(transparent)]
-    Peft(#[from] coeff_tuning::PeftError),
+    Load(#[from] LoadError),
     /// A weight of a checkpoint holds NaN or infinite values (after conversion to the model's
     /// dtype).
     #[error("checkpoint {path}: tensor `{key}` has {count} non-finite value(s) (NaN or ±inf) out of {numel} (model parameter `{param}`)")]
@@ -47,6 +29,18 @@ pub enum VitError {
     /// The input image batch does not fit the model.
     #[error("input: {0}")]
     Input(String),
+}
+
+impl From<CheckpointError> for VitError {
+    fn from(e: CheckpointError) -> Self {
+        Self::Load(e.into())
+    }
+}
+
+impl From<PeftError> for VitError {
+    fn from(e: PeftError) -> Self {
+        Self::Load(e.into())
+    }
 }
 
 /// Result alias of this crate.

@@ -63,6 +63,7 @@ use std::path::Path;
 use burn::tensor::backend::Backend;
 pub use coeff_tuning::checkpoint::Checkpoint;
 use coeff_tuning::checkpoint::{find_weights, KeyTable, Kind, Row, TensorInfo};
+use coeff_tuning::LoadError;
 
 use crate::config::{Family, VitConfig};
 use crate::error::{Result, VitError};
@@ -213,12 +214,7 @@ pub fn check_config_against_checkpoint(
     ckpt: &Checkpoint,
 ) -> Result<()> {
     let table = key_table(config.family);
-    let fail = |message: String| {
-        Err(VitError::Config {
-            path: config_path.to_path_buf(),
-            message,
-        })
-    };
+    let fail = |message: String| Err(VitError::from(LoadError::config(config_path, message)));
     let file = ckpt.path().display();
 
     // Layers: the indices of the table's per-layer keys.
@@ -270,12 +266,13 @@ pub fn check_config_against_checkpoint(
                 return Ok((k.clone(), ckpt.info(&k)?));
             }
         }
-        Err(VitError::Config {
-            path: config_path.to_path_buf(),
-            message: format!(
+        Err(LoadError::config(
+            config_path,
+            format!(
                 "{file} has no tensor `{key}` (model parameter `{param}`), which the config's sizes are checked against"
             ),
-        })
+        )
+        .into())
     };
     let numel = |i: &TensorInfo| i.numel().unwrap_or(usize::MAX);
     let (d, c, p) = (config.hidden_size, config.num_channels, config.patch_size);
@@ -398,10 +395,9 @@ pub fn load_pretrained<B: Backend>(
     // `fit_config_to_checkpoint` took the head and projection sizes from the file: check them
     // against the limits too, then every other size against the file, before allocating.
     config.check().map_err(|e| match e {
-        VitError::Config { message, .. } => VitError::Config {
-            path: weights.clone(),
-            message,
-        },
+        VitError::Load(LoadError::Config { message, .. }) => {
+            LoadError::config(&weights, message).into()
+        }
         e => e,
     })?;
     check_config_against_checkpoint(&config, &config_path, &ckpt)?;

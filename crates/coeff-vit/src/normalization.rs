@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::{Family, VitConfig};
+use coeff_tuning::LoadError;
+
 use crate::error::{Result, VitError};
 
 /// Per-channel (RGB) mean and standard deviation of inputs scaled to `[0, 1]`.
@@ -98,10 +100,7 @@ fn read_json(path: &Path) -> Result<Option<Value>> {
     if !path.is_file() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(path).map_err(|source| VitError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::io(path, source))?;
     serde_json::from_str(&text)
         .map(Some)
         .map_err(|e| config_err(path, format!("not valid JSON: {e}")))
@@ -153,10 +152,7 @@ pub fn json_floats(x: [f32; 3]) -> Value {
 }
 
 fn config_err(path: &Path, message: String) -> VitError {
-    VitError::Config {
-        path: path.to_path_buf(),
-        message,
-    }
+    LoadError::config(path, message).into()
 }
 
 #[cfg(test)]

@@ -26,13 +26,13 @@ use std::path::Path;
 
 use burn::tensor::backend::Backend;
 use coeff_tuning::peft::interop::{self, PeftNames};
-use coeff_tuning::Injected;
+use coeff_tuning::{Injected, LoadError};
 use regex::Regex;
 
 pub use coeff_tuning::peft::interop::PeftExport;
 
 use crate::config::Family;
-use crate::error::{Result, VitError};
+use crate::error::Result;
 use crate::model::VisionTransformer;
 
 /// transformers 5 module name (inside the ViT) of one of our linear layers.
@@ -108,10 +108,11 @@ impl PeftNames for VitNames {
 
 fn names<B: Backend>(model: &VisionTransformer<B>, path: &Path) -> Result<VitNames> {
     if model.config.family != Family::HfVit {
-        return Err(VitError::Config {
-            path: path.to_path_buf(),
-            message: "PEFT export/import is implemented for Hugging Face ViT checkpoints".into(),
-        });
+        return Err(LoadError::config(
+            path,
+            "PEFT export/import is implemented for Hugging Face ViT checkpoints",
+        )
+        .into());
     }
     Ok(VitNames {
         prefix: if model.head.is_some() { "vit." } else { "" },

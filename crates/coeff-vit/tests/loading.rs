@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Distribution, Tensor};
-use coeff_tuning::{inject, Method};
+use coeff_tuning::{inject, LoadError, Method};
 use coeff_vit::{load_pretrained, VitConfig, VitError};
 
 type B = burn::backend::NdArray<f32>;
@@ -108,6 +108,28 @@ fn unsupported_model_type_is_named() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("not divisible"), "{err}");
+}
+
+#[test]
+fn file_and_config_errors_are_the_shared_kinds() {
+    let err = VitConfig::from_json_str("not json", Path::new("cfg.json")).unwrap_err();
+    assert!(
+        matches!(&err, VitError::Load(LoadError::Config { path, .. }) if path == Path::new("cfg.json")),
+        "{err}"
+    );
+    assert!(err.to_string().starts_with("config cfg.json: "), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("config.json");
+    let err = VitConfig::from_file(&missing).unwrap_err();
+    assert!(
+        matches!(&err, VitError::Load(LoadError::Io { path, .. }) if *path == missing),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .starts_with(&format!("{}: ", missing.display())),
+        "{err}"
+    );
 }
 
 #[test]

@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use coeff_tuning::nn::Activation;
+use coeff_tuning::LoadError;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -37,10 +38,7 @@ pub(crate) struct Fields<'a> {
 
 impl<'a> Fields<'a> {
     pub fn err(&self, message: impl Into<String>) -> VlError {
-        VlError::Config {
-            path: self.path.to_path_buf(),
-            message: message.into(),
-        }
+        LoadError::config(self.path, message).into()
     }
 
     fn get(&self, name: &str) -> Option<&'a Value> {
@@ -161,20 +159,12 @@ impl<'a> Fields<'a> {
 
 /// Read a JSON object from `path`.
 pub(crate) fn read_json(path: &Path) -> Result<(PathBuf, Map<String, Value>)> {
-    let text = std::fs::read_to_string(path).map_err(|source| VlError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let value: Value = serde_json::from_str(&text).map_err(|e| VlError::Config {
-        path: path.to_path_buf(),
-        message: format!("not valid JSON: {e}"),
-    })?;
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::io(path, source))?;
+    let value: Value = serde_json::from_str(&text)
+        .map_err(|e| LoadError::config(path, format!("not valid JSON: {e}")))?;
     match value {
         Value::Object(map) => Ok((path.to_path_buf(), map)),
-        _ => Err(VlError::Config {
-            path: path.to_path_buf(),
-            message: "not a JSON object".into(),
-        }),
+        _ => Err(LoadError::config(path, "not a JSON object").into()),
     }
 }
 

@@ -2,35 +2,18 @@
 
 use std::path::PathBuf;
 
+use coeff_tuning::{CheckpointError, LoadError, PeftError};
+
 /// Errors of config parsing, weight loading, tokenizing and the models' input checks.
 #[derive(Debug, thiserror::Error)]
 pub enum VlError {
-    /// A file could not be read.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A `config.json` is not valid JSON, lacks a field, or asks for what is not implemented.
-    #[error("config {path}: {message}")]
-    Config {
-        /// The config file.
-        path: PathBuf,
-        /// What is wrong, naming the field.
-        message: String,
-    },
-    /// Reading a checkpoint or fitting it to the model failed; the error names file and keys.
+    /// A file, config, checkpoint or adapter error (the core crate's shared kinds: I/O on a
+    /// path, a bad `config.json`, a checkpoint that does not fit, adapter injection or loading).
     #[error(transparent)]
-    Checkpoint(#[from] coeff_tuning::CheckpointError),
+    Load(#[from] LoadError),
     /// The vision tower (the ViT crate) failed.
     #[error(transparent)]
     Vit(#[from] coeff_vit::VitError),
-    /// Injecting or loading adapters failed.
-    #[error(transparent)]
-    Peft(#[from] coeff_tuning::PeftError),
     /// Fetching a pretrained asset failed.
     #[error(transparent)]
     Asset(#[from] coeff_assets::AssetError),
@@ -45,6 +28,18 @@ pub enum VlError {
     /// An input does not fit the model (shape, id range, length).
     #[error("input: {0}")]
     Input(String),
+}
+
+impl From<CheckpointError> for VlError {
+    fn from(e: CheckpointError) -> Self {
+        Self::Load(e.into())
+    }
+}
+
+impl From<PeftError> for VlError {
+    fn from(e: PeftError) -> Self {
+        Self::Load(e.into())
+    }
 }
 
 /// Result alias of this crate.

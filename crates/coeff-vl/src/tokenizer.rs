@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
+use coeff_tuning::LoadError;
 
 use crate::error::{Result, VlError};
 
@@ -47,10 +48,11 @@ impl TextTokenizer {
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         if !path.is_file() {
-            return Err(VlError::Io {
+            return Err(LoadError::io(
                 path,
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
-            });
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+            )
+            .into());
         }
         let inner = tokenizers::Tokenizer::from_file(&path).map_err(|e| VlError::Tokenizer {
             path: path.clone(),
@@ -88,7 +90,7 @@ impl TextTokenizer {
         let dir = dir.as_ref();
         let read = |name: &str| -> Result<String> {
             let path = dir.join(name);
-            std::fs::read_to_string(&path).map_err(|source| VlError::Io { path, source })
+            std::fs::read_to_string(&path).map_err(|source| LoadError::io(path, source).into())
         };
         let bad = |name: &str, message: String| VlError::Tokenizer {
             path: dir.join(name),

@@ -4,12 +4,13 @@
 
 use std::path::Path;
 
+use serde::{Deserialize, Serialize};
 use anyhow::{Context, Result};
 use burn::tensor::backend::Backend;
 use coeff_data::{Image, Preprocess};
 use coeff_vit::VisionTransformer;
 
-use crate::fewshot::config::Backbone;
+use coeff_harness::backbone::Backbone;
 
 /// Unit-norm embeddings of a set of images under both backbones.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -70,7 +71,7 @@ impl<B: Backend> Scorer<B> {
     }
 }
 
-fn unit(v: &[f32]) -> Vec<f32> {
+pub(crate) fn unit(v: &[f32]) -> Vec<f32> {
     let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
     v.iter().map(|x| x / n).collect()
 }
@@ -118,5 +119,22 @@ pub fn write_grid(path: &Path, rows: &[Vec<Image>], zoom: usize) -> Result<()> {
             }
         }
     }
-    crate::report::write_atomic(path, &crate::report::png_rgb(&canvas, w, h)?)
+    coeff_harness::report::write_atomic(path, &coeff_harness::report::png_rgb(&canvas, w, h)?)
+}
+
+/// Scores of one set of samples.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Scores {
+    /// DINO similarity of each held-out expression's samples to its real artwork.
+    pub dino: f64,
+    /// CLIP-I similarity of the same pairs.
+    pub clip_i: f64,
+    /// DINO similarity of the held-out samples to the subject images (mean over them).
+    pub dino_subject: f64,
+    /// DINO similarity of non-cat samples after tuning to the same prompts' samples before.
+    pub prior_dino: f64,
+    /// CLIP-I similarity of the same pairs.
+    pub prior_clip_i: f64,
+    /// DINO similarity of the non-cat samples to their real emoji.
+    pub prior_truth_dino: f64,
 }

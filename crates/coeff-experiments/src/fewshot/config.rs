@@ -79,59 +79,7 @@ impl From<FsMethod> for String {
     }
 }
 
-/// A pretrained backbone (see `coeff_vit::pretrained`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum Backbone {
-    /// DINOv2 ViT-S/14 (22 M parameters, 6 heads), ImageNet normalisation.
-    Dinov2S14,
-    /// CLIP ViT-B/16 image tower (86 M parameters, 12 heads), CLIP normalisation.
-    ClipB16,
-}
-
-impl Backbone {
-    /// Name in tables.
-    pub fn name(self) -> &'static str {
-        match self {
-            Backbone::Dinov2S14 => "dinov2-s14",
-            Backbone::ClipB16 => "clip-b16",
-        }
-    }
-
-    /// The asset to fetch.
-    pub fn asset(self) -> coeff_vit::pretrained::Asset {
-        match self {
-            Backbone::Dinov2S14 => coeff_vit::pretrained::DINOV2_S14,
-            Backbone::ClipB16 => coeff_vit::pretrained::CLIP_B16_INT8,
-        }
-    }
-
-    /// Patch side.
-    pub fn patch(self) -> usize {
-        match self {
-            Backbone::Dinov2S14 => 14,
-            Backbone::ClipB16 => 16,
-        }
-    }
-
-    /// Attention heads per layer (for the memory bound of [`validate`]).
-    pub fn heads(self) -> usize {
-        match self {
-            Backbone::Dinov2S14 => 6,
-            Backbone::ClipB16 => 12,
-        }
-    }
-
-    /// The checkpoint's input normalisation at `size` pixels.
-    pub fn preprocess(self, size: usize) -> coeff_data::Preprocess {
-        let n = match self {
-            Backbone::Dinov2S14 => coeff_vit::Family::Dinov2,
-            Backbone::ClipB16 => coeff_vit::Family::Clip,
-        }
-        .default_normalization();
-        coeff_data::Preprocess::new(size, n.mean, n.std)
-    }
-}
+pub use coeff_harness::backbone::Backbone;
 
 /// The optimisation recipe of every run (METHOD.md: AdamW, lr 1e-3, weight decay 1e-4,
 /// cosine schedule with warm-up, LoRA rank 8 on q, v; the DoRA recipe's gradient clip 5).
@@ -394,9 +342,9 @@ fn merge(base: &mut toml::Table, over: toml::Table) {
 pub const EVAL_BATCH: usize = 64;
 
 /// Reject settings that cannot run, naming the field (and the flag that sets it) with the
-/// value; sizes no file confirms are bounded by [`crate::limits`].
+/// value; sizes no file confirms are bounded by [`coeff_harness::limits`].
 pub fn validate(cfg: &FewShotConfig) -> Result<()> {
-    use crate::limits::{
+    use coeff_harness::limits::{
         attention_elements, MAX_ATTENTION_ELEMENTS, MAX_BATCH_SIZE, MAX_LORA_RANK, MAX_RESOLUTION,
     };
     let p = cfg.backbone.patch();

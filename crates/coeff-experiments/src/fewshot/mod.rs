@@ -8,7 +8,8 @@
 //!
 //! - [`config`]: presets, TOML config file, flags.
 //! - [`data`]: the datasets and their fixed test sets.
-//! - [`model`]: backbone + head.
+//! - [`model`]: backbone + head ([`Classifier`], coeff-harness) with the method applied, and
+//!   frozen-backbone features for the linear probe.
 //! - [`train`]: one run, with checkpoints and resume.
 //! - [`summary`]: aggregation over seeds, tables, plots.
 
@@ -34,7 +35,8 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 pub use config::{Backbone, FewShotArgs, FewShotConfig, FsMethod, Preset};
-use model::Classifier;
+use model::{features, Classifier};
+pub use model::{build, Built};
 use train::{Control, Inputs, Outcome, RunResult, RunSpec, Split};
 
 /// The settings one run depends on; a checkpoint or result made with other settings is refused.
@@ -113,7 +115,7 @@ pub fn run_config<B: AutodiffBackend>(
         backbone.config.num_attention_heads,
         cfg.resolution
     );
-    crate::report::write_json(&out.join("config.json"), cfg)?;
+    coeff_harness::report::write_json(&out.join("config.json"), cfg)?;
     let mut results = Vec::new();
     sweep(
         cfg,
@@ -311,83 +313,5 @@ fn say(multi: &MultiProgress, line: String) -> std::io::Result<()> {
         Ok(())
     } else {
         multi.println(line)
-    }
-}
-
-/// What [`build`] made: the model, its trainable path prefixes, and for PEFT methods what
-/// `inject` did (needed to save the adapter).
-pub struct Built<B: AutodiffBackend> {
-    /// Backbone + head with the method applied.
-    pub model: Classifier<B>,
-    /// Trainable parameter path prefixes.
-    pub trainable: Vec<String>,
-    /// The adapter, for PEFT methods.
-    pub injected: Option<Injected>,
-}
-
-/// Backbone + fresh head with the method applied.
-pub fn build<B: AutodiffBackend>(
-    cfg: &FewShotConfig,
-    spec: &RunSpec,
-    backbone: VisionTransformer<B>,
-    classes: usize,
-    device: &B::Device,
-) -> Result<Built<B>> {
-    let model = Classifier::new(backbone, classes, spec.seed);
-    let frozen_except = |model: Classifier<B>, p: Vec<String>| Built {
-        model: set_trainable(model, &p),
-        trainable: p,
-        injected: None,
-    };
-    Ok(match spec.method {
-        FsMethod::Linear => frozen_except(model, vec!["head".into()]),
-        FsMethod::Full => frozen_except(model, vec!["backbone".into(), "head".into()]),
-        FsMethod::Peft(m) => {
-            let r = &cfg.recipe;
-            let targets: Vec<&str> = r.lora_targets.iter().map(String::as_str).collect();
-            let mut pc: PeftConfig = m.config(r.lora_rank, &targets);
-            if let Some(c) = pc.coeff.as_mut() {
-                c.dropout = r.coeff_dropout;
-            }
-            pc.modules_to_save = vec!["head".into()];
-            // LoRA's A matrices are drawn from the backend generator.
-            B::seed(device, spec.seed);
-            let (model, injected) = inject(model, &pc)
-                .with_context(|| format!("applying {} to the backbone", m.name()))?;
-            Built {
-                model,
-                trainable: injected.trainable_prefixes(),
-                injected: Some(injected),
-            }
-        }
-    })
-}
-
-/// Frozen-backbone pooled features of `images`, in batches of 32 (at most
-/// [`config::EVAL_BATCH`], the bound `validate` checks).
-fn features<B: burn::tensor::backend::Backend>(
-    model: &VisionTransformer<B>,
-    images: &[Image],
-    preprocess: &coeff_data::Preprocess,
-    device: &B::Device,
-) -> Inputs {
-    let mut data = Vec::new();
-    for chunk in images.chunks(32) {
-        let refs: Vec<&Image> = chunk.iter().collect();
-        let x: Tensor<B, 4> = preprocess.batch(&refs, device);
-        let f = model
-            .forward(x)
-            .expect("preprocessed to the model's input")
-            .pooler_output;
-        data.extend(
-            f.into_data()
-                .convert::<f32>()
-                .into_vec::<f32>()
-                .expect("f32"),
-        );
-    }
-    Inputs::Features {
-        data,
-        dim: model.config.hidden_size,
     }
 }

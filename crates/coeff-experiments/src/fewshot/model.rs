@@ -1,70 +1,94 @@
-//! A pretrained ViT with a fresh classification head on its pooled output.
+//! The few-shot model: the pretrained backbone with a fresh head ([`Classifier`], shared with
+//! `infer` through coeff-harness) and the method applied; frozen-backbone features for the
+//! linear probe.
 
-use burn::module::{Module, Param, ParamId};
-use burn::nn::{Linear, LinearConfig};
-use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
-use coeff_tuning::peft::join;
-use coeff_tuning::{Adaptable, Site};
+use anyhow::{Context, Result};
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::Tensor;
+use coeff_data::Image;
+use coeff_tuning::peft::params::set_trainable;
+use coeff_tuning::{inject, Injected, PeftConfig};
 use coeff_vit::VisionTransformer;
 
-use crate::rng::Lcg;
+pub use coeff_harness::backbone::Classifier;
 
-/// Backbone + linear head. Paths: `backbone.layers.N.attn.query`, ..., `head`.
-#[derive(Module, Debug)]
-pub struct Classifier<B: Backend> {
-    /// The pretrained ViT.
-    pub backbone: VisionTransformer<B>,
-    /// `[D] -> [classes]` on the backbone's pooled output.
-    pub head: Linear<B>,
+use super::config::{FewShotConfig, FsMethod};
+use super::train::{Inputs, RunSpec};
+
+/// What [`build`] made: the model, its trainable path prefixes, and for PEFT methods what
+/// `inject` did (needed to save the adapter).
+pub struct Built<B: AutodiffBackend> {
+    /// Backbone + head with the method applied.
+    pub model: Classifier<B>,
+    /// Trainable parameter path prefixes.
+    pub trainable: Vec<String>,
+    /// The adapter, for PEFT methods.
+    pub injected: Option<Injected>,
 }
 
-impl<B: Backend> Classifier<B> {
-    /// Attach a head for `classes` classes, initialised from `seed` (uniform in
-    /// `±1/sqrt(D)`, PyTorch's `nn.Linear` range), the same for every method of a seed.
-    pub fn new(backbone: VisionTransformer<B>, classes: usize, seed: u64) -> Self {
-        let d = backbone.config.hidden_size;
-        let device = backbone.cls_token.val().device();
-        let bound = 1.0 / (d as f64).sqrt();
-        let mut rng = Lcg::new(seed ^ 0x6865_6164);
-        let mut draw = |n: usize| -> Vec<f32> {
-            rng.uniform_vec(n, -bound, bound)
-                .into_iter()
-                .map(|v| v as f32)
-                .collect()
-        };
-        let mut head = LinearConfig::new(d, classes).init::<B>(&device);
-        head.weight = Param::initialized(
-            ParamId::new(),
-            Tensor::from_data(TensorData::new(draw(d * classes), [d, classes]), &device),
+/// Backbone + fresh head with the method applied.
+pub fn build<B: AutodiffBackend>(
+    cfg: &FewShotConfig,
+    spec: &RunSpec,
+    backbone: VisionTransformer<B>,
+    classes: usize,
+    device: &B::Device,
+) -> Result<Built<B>> {
+    let model = Classifier::new(backbone, classes, spec.seed);
+    let frozen_except = |model: Classifier<B>, p: Vec<String>| Built {
+        model: set_trainable(model, &p),
+        trainable: p,
+        injected: None,
+    };
+    Ok(match spec.method {
+        FsMethod::Linear => frozen_except(model, vec!["head".into()]),
+        FsMethod::Full => frozen_except(model, vec!["backbone".into(), "head".into()]),
+        FsMethod::Peft(m) => {
+            let r = &cfg.recipe;
+            let targets: Vec<&str> = r.lora_targets.iter().map(String::as_str).collect();
+            let mut pc: PeftConfig = m.config(r.lora_rank, &targets);
+            if let Some(c) = pc.coeff.as_mut() {
+                c.dropout = r.coeff_dropout;
+            }
+            pc.modules_to_save = vec!["head".into()];
+            // LoRA's A matrices are drawn from the backend generator.
+            B::seed(device, spec.seed);
+            let (model, injected) = inject(model, &pc)
+                .with_context(|| format!("applying {} to the backbone", m.name()))?;
+            Built {
+                model,
+                trainable: injected.trainable_prefixes(),
+                injected: Some(injected),
+            }
+        }
+    })
+}
+
+/// Frozen-backbone pooled features of `images`, in batches of 32 (at most
+/// [`config::EVAL_BATCH`], the bound `validate` checks).
+pub(crate) fn features<B: burn::tensor::backend::Backend>(
+    model: &VisionTransformer<B>,
+    images: &[Image],
+    preprocess: &coeff_data::Preprocess,
+    device: &B::Device,
+) -> Inputs {
+    let mut data = Vec::new();
+    for chunk in images.chunks(32) {
+        let refs: Vec<&Image> = chunk.iter().collect();
+        let x: Tensor<B, 4> = preprocess.batch(&refs, device);
+        let f = model
+            .forward(x)
+            .expect("preprocessed to the model's input")
+            .pooler_output;
+        data.extend(
+            f.into_data()
+                .convert::<f32>()
+                .into_vec::<f32>()
+                .expect("f32"),
         );
-        head.bias = Some(Param::initialized(
-            ParamId::new(),
-            Tensor::from_data(TensorData::new(draw(classes), [classes]), &device),
-        ));
-        Self { backbone, head }
     }
-
-    /// Pooled features `[B, D]` of `pixels: [B, 3, S, S]`.
-    pub fn features(&self, pixels: Tensor<B, 4>) -> Tensor<B, 2> {
-        self.backbone
-            .forward(pixels)
-            .expect("input shape is checked when the data is prepared")
-            .pooler_output
-    }
-
-    /// Logits `[B, classes]` of `pixels: [B, 3, S, S]`.
-    pub fn forward(&self, pixels: Tensor<B, 4>) -> Tensor<B, 2> {
-        self.head.forward(self.features(pixels))
-    }
-}
-
-impl<B: Backend> Adaptable<B> for Classifier<B> {
-    fn visit_sites(
-        &mut self,
-        path: &str,
-        f: &mut dyn FnMut(&str, Site<'_, B>) -> coeff_tuning::PeftResult<()>,
-    ) -> coeff_tuning::PeftResult<()> {
-        self.backbone.visit_sites(&join(path, "backbone"), f)
+    Inputs::Features {
+        data,
+        dim: model.config.hidden_size,
     }
 }

@@ -10,10 +10,10 @@ use serde::Serialize;
 use super::config::{FewShotConfig, FsMethod};
 use super::data::Dataset;
 use super::train::RunResult;
-use crate::plot::{
+use coeff_harness::plot::{
     self, colors, Axis, Figure, LegendEntry, LegendPos, Mark, Marker, Panel, Series,
 };
-use crate::report::{self, markdown_table, Provenance};
+use coeff_harness::report::{self, markdown_table, Provenance};
 
 /// One dataset of the sweep.
 #[derive(Debug, Clone, Serialize)]

@@ -22,7 +22,7 @@ use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 
 use super::config::{FewShotConfig, FsMethod};
-use super::model::Classifier;
+use coeff_harness::backbone::Classifier;
 
 /// Which cell and seed a run is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -247,9 +247,9 @@ fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     v
 }
 
-pub use crate::runs::{check_checkpoint, checkpoint_path, finished, result_path};
+pub use coeff_harness::runs::{check_checkpoint, checkpoint_path, finished, result_path};
 
-impl crate::runs::RunRecord for RunResult {
+impl coeff_harness::runs::RunRecord for RunResult {
     fn fingerprint(&self) -> &str {
         &self.fingerprint
     }
@@ -400,7 +400,7 @@ pub fn train_run<B: AutodiffBackend>(
         .map_err(|e| diverged(e.to_string()))?;
     (ctl.on_trained)(&model)?;
     let (trainable_params, method_params, total_params) = report;
-    let step_ms = crate::report::median(state.timed_step_ms());
+    let step_ms = coeff_harness::report::median(state.timed_step_ms());
     let last_epoch: Vec<f64> = state.losses[state.losses.len().saturating_sub(per_epoch)..]
         .iter()
         .map(|&v| v as f64)
@@ -420,6 +420,6 @@ pub fn train_run<B: AutodiffBackend>(
         fingerprint: fingerprint.to_string(),
         alpha_max_abs: alpha_max_abs(&model),
     };
-    crate::report::write_json(&result_path(dir), &result)?;
+    coeff_harness::report::write_json(&result_path(dir), &result)?;
     Ok(Outcome::Done(result))
 }

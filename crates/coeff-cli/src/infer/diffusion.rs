@@ -15,27 +15,10 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use coeff_tuning::checkpoint::Checkpoint;
 
-use crate::infer::{put_output, write_outputs, InferArgs, Outputs};
+use coeff_harness::family::Family;
 
-/// The diffusers model classes `infer` runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DiffusionModel {
-    /// `UNet2DConditionModel`
-    Unet,
-    /// `AutoencoderKL`
-    Vae,
-}
-
-/// The class of a diffusers `config.json`, when it is one of these.
-pub fn diffusion_model(config: &Path) -> Option<DiffusionModel> {
-    let text = std::fs::read_to_string(config).ok()?;
-    let value: serde_json::Value = serde_json::from_str(&text).ok()?;
-    match value.get("_class_name")?.as_str()? {
-        "UNet2DConditionModel" => Some(DiffusionModel::Unet),
-        "AutoencoderKL" => Some(DiffusionModel::Vae),
-        _ => None,
-    }
-}
+use super::args::InferArgs;
+use super::output::{put_output, write_outputs, Outputs};
 
 fn tensor<B: Backend, const D: usize>(
     file: &Checkpoint,
@@ -67,7 +50,7 @@ fn tensor<B: Backend, const D: usize>(
 }
 
 /// Run a diffusers folder on the input file and write its outputs.
-pub fn run<B: Backend>(kind: DiffusionModel, args: &InferArgs, device: &B::Device) -> Result<()> {
+pub fn run<B: Backend>(kind: Family, args: &InferArgs, device: &B::Device) -> Result<()> {
     let path = &args.input;
     let file =
         Checkpoint::open(path).with_context(|| format!("reading input {}", path.display()))?;
@@ -84,7 +67,7 @@ pub fn run<B: Backend>(kind: DiffusionModel, args: &InferArgs, device: &B::Devic
     let sample: Tensor<B, 4> =
         tensor(&file, path, "sample", device)?.ok_or_else(|| required("sample"))?;
     match kind {
-        DiffusionModel::Unet => {
+        Family::Unet => {
             let (_, unet) =
                 coeff_sdxl::load_unet::<B>(&args.checkpoint, device).with_context(loading)?;
             let batch = sample.dims()[0];
@@ -106,7 +89,7 @@ pub fn run<B: Backend>(kind: DiffusionModel, args: &InferArgs, device: &B::Devic
             })?;
             put("sample", y.into_data())?;
         }
-        DiffusionModel::Vae => {
+        Family::Vae => {
             let (_, vae) =
                 coeff_sdxl::load_vae::<B>(&args.checkpoint, device).with_context(loading)?;
             ensure!(
@@ -120,6 +103,7 @@ pub fn run<B: Backend>(kind: DiffusionModel, args: &InferArgs, device: &B::Devic
             put("latent_mean", mean.into_data())?;
             put("latent_logvar", logvar.into_data())?;
         }
+        other => anyhow::bail!("{other:?} is not a diffusers model"),
     }
     write_outputs(&args.output, &out)
 }

@@ -1,5 +1,5 @@
 //! Host memory accounting for the benchmarks: a global allocator that counts live bytes and
-//! their peak. The `coeff-experiments` binary installs it (`#[global_allocator]` in main.rs);
+//! their peak. The `coeff-bench` binary installs it (`#[global_allocator]` in main.rs);
 //! two relaxed atomic additions per allocation cost nothing measurable next to tensor work.
 //!
 //! Unlike the resident set (`VmHWM`), which includes what the C allocator keeps after a free,

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use burn::tensor::backend::Backend;
 use coeff_vit::pretrained::{default_cache_dir, fetch, reference_file, verify, ASSETS};
 
-use crate::report;
+use coeff_harness::report;
 
 /// Options of `fetch`.
 #[derive(Debug, Clone, clap::Args)]
@@ -16,10 +16,14 @@ pub struct FetchArgs {
     /// $XDG_CACHE_HOME/coeff-tuning or ~/.cache/coeff-tuning).
     #[arg(long)]
     pub cache: Option<PathBuf>,
+    /// Where the verification report (summary.json, results.md) goes.
+    #[arg(long, default_value = "runs/fetch")]
+    pub out: PathBuf,
 }
 
 /// Fetch, convert and verify every asset; writes `DIR/summary.json` and `DIR/results.md`.
-pub fn run<B: Backend>(args: &FetchArgs, out: &Path, device: &B::Device) -> Result<()> {
+pub fn run<B: Backend>(args: &FetchArgs, device: &B::Device) -> Result<()> {
+    let out = args.out.as_path();
     std::fs::create_dir_all(out)?;
     let cache = args.cache.clone().unwrap_or_else(default_cache_dir);
     let mut rows = Vec::new();

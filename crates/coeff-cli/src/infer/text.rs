@@ -11,7 +11,7 @@
 //! Ids are any integer dtype; `?` marks optional inputs. The output checks are the ViT path's
 //! (never overwrite an input, finite outputs, atomic write); the models check ids against
 //! their vocabulary and lengths against their positions; the attention maps of the longest
-//! sequence are bounded by [`crate::limits::MAX_ATTENTION_ELEMENTS`] before the weights are
+//! sequence are bounded by [`MAX_ATTENTION_ELEMENTS`] before the weights are
 //! read. `--adapter DIR` loads an adapter saved by `coeff_tuning::save_adapter` first.
 
 use std::path::Path;
@@ -23,34 +23,11 @@ use coeff_tuning::checkpoint::Checkpoint;
 use coeff_tuning::{load_adapter, Adaptable};
 use coeff_vl::{load_bart, load_bert, load_clip, load_clip_text};
 
-use crate::infer::{put_output, write_outputs, InferArgs, Outputs};
-use crate::limits::{attention_elements, MAX_ATTENTION_ELEMENTS};
+use coeff_harness::family::Family;
+use coeff_harness::limits::{attention_elements, MAX_ATTENTION_ELEMENTS};
 
-/// The text model families `infer` runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TextModel {
-    /// `bert`
-    Bert,
-    /// `clip_text_model`
-    ClipText,
-    /// `clip`
-    Clip,
-    /// `bart`
-    Bart,
-}
-
-/// The family of a `config.json`, when it is one of the text models (else the ViT path runs).
-pub fn text_model(config: &Path) -> Option<TextModel> {
-    let text = std::fs::read_to_string(config).ok()?;
-    let value: serde_json::Value = serde_json::from_str(&text).ok()?;
-    match value.get("model_type")?.as_str()? {
-        "bert" => Some(TextModel::Bert),
-        "clip_text_model" => Some(TextModel::ClipText),
-        "clip" => Some(TextModel::Clip),
-        "bart" => Some(TextModel::Bart),
-        _ => None,
-    }
-}
+use super::args::InferArgs;
+use super::output::{put_output, write_outputs, Outputs};
 
 struct Inputs<'a> {
     file: Checkpoint,
@@ -139,7 +116,7 @@ fn adapted<B: Backend, M: Adaptable<B>>(model: M, args: &InferArgs) -> Result<M>
 }
 
 /// Run a text checkpoint on the input file and write its outputs.
-pub fn run<B: Backend>(kind: TextModel, args: &InferArgs, device: &B::Device) -> Result<()> {
+pub fn run<B: Backend>(kind: Family, args: &InferArgs, device: &B::Device) -> Result<()> {
     let inputs = Inputs {
         file: Checkpoint::open(&args.input)
             .with_context(|| format!("reading input {}", args.input.display()))?,
@@ -153,7 +130,7 @@ pub fn run<B: Backend>(kind: TextModel, args: &InferArgs, device: &B::Device) ->
     let ids = inputs.required::<B>("input_ids", device)?;
     let mask = inputs.ids::<B>("attention_mask", device)?;
     match kind {
-        TextModel::Bert => {
+        Family::Bert => {
             let config = coeff_vl::BertConfig::from_file(&config_path)?;
             inputs.bound("input_ids", config.num_attention_heads)?;
             let model = adapted(load_bert::<B>(ckpt, device).with_context(loading)?, args)?;
@@ -164,10 +141,10 @@ pub fn run<B: Backend>(kind: TextModel, args: &InferArgs, device: &B::Device) ->
                 put("pooler_output", p.into_data())?;
             }
         }
-        TextModel::ClipText | TextModel::Clip => {
+        Family::ClipText | Family::Clip => {
             let config = coeff_vl::ClipTextConfig::from_file(&config_path)?;
             inputs.bound("input_ids", config.num_attention_heads)?;
-            if kind == TextModel::ClipText {
+            if kind == Family::ClipText {
                 let model = adapted(
                     load_clip_text::<B>(ckpt, device).with_context(loading)?,
                     args,
@@ -192,7 +169,7 @@ pub fn run<B: Backend>(kind: TextModel, args: &InferArgs, device: &B::Device) ->
                 put("logits_per_text", o.logits_per_text.into_data())?;
             }
         }
-        TextModel::Bart => {
+        Family::Bart => {
             let config = coeff_vl::BartConfig::from_file(&config_path)?;
             let heads = config
                 .encoder_attention_heads
@@ -215,6 +192,7 @@ pub fn run<B: Backend>(kind: TextModel, args: &InferArgs, device: &B::Device) ->
             put("encoder_last_hidden_state", enc.into_data())?;
             put("logits", logits.into_data())?;
         }
+        other => bail!("{other:?} is not a text model"),
     }
     write_outputs(&args.output, &out)
 }

@@ -1,13 +1,12 @@
 //! `infer` on the text checkpoints of `coeff-vl` (its tiny transformers fixtures): the binary
 //! writes the outputs transformers computed, and refuses bad ids with an error naming them.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
 use burn::tensor::TensorData;
+use coeff_harness::testing;
 use coeff_tuning::checkpoint::{write_safetensors, Checkpoint};
+use std::path::{Path, PathBuf};
 
-const BIN: &str = env!("CARGO_BIN_EXE_coeff-experiments");
+const BIN: &str = env!("CARGO_BIN_EXE_coeff");
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -16,19 +15,17 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn infer(model: &str, input: &Path, output: &Path) -> (Option<i32>, String) {
-    let out = Command::new(BIN)
-        .arg("infer")
-        .arg("--checkpoint")
-        .arg(fixture(model))
-        .arg("--input")
-        .arg(input)
-        .arg("--output")
-        .arg(output)
-        .output()
-        .expect("the binary runs");
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!stderr.contains("panicked at"), "panicked:\n{stderr}");
-    (out.status.code(), stderr)
+    let checkpoint = fixture(model);
+    let args = [
+        "infer",
+        "--checkpoint",
+        checkpoint.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+    ];
+    testing::run(BIN, Path::new("."), &args)
 }
 
 #[test]
@@ -103,18 +100,17 @@ fn infer_runs_diffusers_unet_and_vae_folders() {
     ] {
         let reference = sdxl.join(model).join("reference.safetensors");
         let output = tmp.path().join(format!("{model}.safetensors"));
-        let out = Command::new(BIN)
-            .arg("infer")
-            .arg("--checkpoint")
-            .arg(sdxl.join(model))
-            .arg("--input")
-            .arg(&reference)
-            .arg("--output")
-            .arg(&output)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{model}:\n{stderr}");
+        let checkpoint = sdxl.join(model);
+        let args = [
+            "infer",
+            "--checkpoint",
+            checkpoint.to_str().unwrap(),
+            "--input",
+            reference.to_str().unwrap(),
+            "--output",
+            output.to_str().unwrap(),
+        ];
+        testing::succeeds(BIN, Path::new("."), &args);
         let (ours, want) = (
             Checkpoint::open(&output).unwrap(),
             Checkpoint::open(&reference).unwrap(),

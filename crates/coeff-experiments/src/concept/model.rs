@@ -5,14 +5,16 @@
 //! SDXL's noise schedule, sampled with DDIM and classifier-free guidance from noise that is
 //! the same on every backend and for every method.
 
-use anyhow::Result;
+use std::path::Path;
+
+use anyhow::{bail, Result};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use coeff_sdxl::scheduler::{guidance, Ddim, Ddpm, ScheduleConfig};
 use coeff_sdxl::{UNet2DConditionModel, UnetConfig, UnetInput};
 
-use super::world::TextStates;
-use crate::rng::Lcg;
+use super::data::TextStates;
+use coeff_harness::rng::Lcg;
 
 /// The diffusers `config.json` of the model: an SDXL-style UNet at `side` pixels, RGB in and
 /// out, `widths` channels per level (attention at every level but the first, `heads` heads),
@@ -75,7 +77,7 @@ pub fn unet_config(json: &str) -> Result<UnetConfig> {
 }
 
 /// SDXL's size/crop ids for a `side`-pixel image without cropping: `[n, 6]`.
-fn time_ids<B: Backend>(n: usize, side: usize, device: &B::Device) -> Tensor<B, 2> {
+pub(crate) fn time_ids<B: Backend>(n: usize, side: usize, device: &B::Device) -> Tensor<B, 2> {
     let s = side as f32;
     let row = [s, s, 0.0, 0.0, s, s];
     let data: Vec<f32> = (0..n).flat_map(|_| row).collect();
@@ -210,4 +212,73 @@ mod tests {
             "{mean} {var}"
         );
     }
+}
+
+/// Samples for `(prompt, noise seed)` pairs, batched: `[n * 3 * s * s]` in `[-1, 1]`.
+pub(crate) fn generate<B: Backend>(
+    unet: &UNet2DConditionModel<B>,
+    text: &TextStates,
+    prompts: &[(String, u64)],
+    side: usize,
+    sampling: Sampling,
+    device: &B::Device,
+) -> Result<Vec<f32>> {
+    let mut out = Vec::with_capacity(prompts.len() * 3 * side * side);
+    for chunk in prompts.chunks(16) {
+        let caps: Vec<&str> = chunk.iter().map(|p| p.0.as_str()).collect();
+        let noises: Vec<Vec<f32>> = chunk
+            .iter()
+            .map(|p| normal(p.1, 3 * side * side))
+            .collect();
+        let x = sample(unet, text, &caps, &noises, side, sampling, device)?;
+        out.extend(
+            x.into_data()
+                .convert::<f32>()
+                .to_vec::<f32>()
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?,
+        );
+    }
+    if out.iter().any(|v| !v.is_finite()) {
+        bail!("sampling produced non-finite values");
+    }
+    Ok(out)
+}
+
+/// Samples stored with the fingerprint of what made them (`None`: absent or stale).
+pub(crate) fn read_samples(path: &Path, fingerprint: &str) -> Result<Option<Vec<Vec<f32>>>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let f = coeff_tuning::checkpoint::Checkpoint::open(path)?;
+    if f.metadata().get("fingerprint").map(String::as_str) != Some(fingerprint) {
+        return Ok(None);
+    }
+    let mut out = Vec::new();
+    for i in 0.. {
+        let key = format!("samples.{i}");
+        if !f.contains(&key) {
+            break;
+        }
+        out.push(f.read_f32(&key)?.1);
+    }
+    Ok(Some(out))
+}
+
+pub(crate) fn write_samples(path: &Path, fingerprint: &str, sets: &[&Vec<f32>], side: usize) -> Result<()> {
+    let data: Vec<(String, TensorData)> = sets
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            (
+                format!("samples.{i}"),
+                TensorData::new(v.to_vec(), [v.len() / (3 * side * side), 3, side, side]),
+            )
+        })
+        .collect();
+    coeff_tuning::checkpoint::write_safetensors(
+        path,
+        data.iter().map(|(k, d)| (k.as_str(), d)),
+        &[("fingerprint", fingerprint)],
+    )?;
+    Ok(())
 }

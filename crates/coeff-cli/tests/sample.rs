@@ -1,27 +1,26 @@
 //! `sample` on the tiny SDXL folder of the coeff-sdxl fixtures: writes one PNG per prompt of
 //! the requested size; bad sizes and outputs are errors naming the flag, nothing is written.
 
+use coeff_harness::testing;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_coeff-experiments");
+const BIN: &str = env!("CARGO_BIN_EXE_coeff");
 
 fn pipeline() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../coeff-sdxl/tests/fixtures/sdxl_pipeline_tiny")
 }
 
 fn sample(extra: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(BIN)
-        .arg("sample")
-        .arg("--pipeline")
-        .arg(pipeline())
-        .args(["--steps", "3"])
-        .args(extra)
-        .output()
-        .expect("the binary runs");
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!stderr.contains("panicked at"), "panicked:\n{stderr}");
-    (out.status.code(), stderr)
+    let pipeline = pipeline();
+    let mut args = vec![
+        "sample",
+        "--pipeline",
+        pipeline.to_str().unwrap(),
+        "--steps",
+        "3",
+    ];
+    args.extend_from_slice(extra);
+    testing::run(BIN, Path::new("."), &args)
 }
 
 #[test]

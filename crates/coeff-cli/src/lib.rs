@@ -1,0 +1,17 @@
+//! # coeff-cli
+//!
+//! The `coeff` binary: the commands a practitioner runs on their own files, on the backend
+//! chosen by Cargo feature (through coeff-harness). Usually run through `cargo xtask infer`,
+//! `cargo xtask sample` and `cargo xtask fetch`, which pick the feature and a release build and
+//! forward every flag.
+//!
+//! - [`infer`]: run a checkpoint folder (ViT, BERT / CLIP / BART, diffusers UNet / VAE),
+//!   optionally with a saved adapter, on a safetensors input file;
+//! - [`sample`]: SDXL text-to-image from a diffusers folder to PNG;
+//! - [`fetch`]: download, convert and verify the real pretrained ViTs.
+//!
+//! Used by: people, and `xtask`. Imports the library crates and coeff-harness only.
+
+pub mod fetch;
+pub mod infer;
+pub mod sample;
