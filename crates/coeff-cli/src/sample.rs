@@ -141,7 +141,8 @@ pub fn run<B: Backend>(args: &SampleArgs, device: &B::Device) -> Result<()> {
     );
     for (i, path) in paths.iter().enumerate() {
         let plane = h * w;
-        let bytes = coeff_harness::report::png_rgb(&values[i * 3 * plane..(i + 1) * 3 * plane], w, h)?;
+        let bytes =
+            coeff_harness::report::png_rgb(&values[i * 3 * plane..(i + 1) * 3 * plane], w, h)?;
         coeff_harness::report::write_atomic(path, &bytes)?;
         eprintln!(
             "wrote {} ({w}x{h}, prompt {:?})",

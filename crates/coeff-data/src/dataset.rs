@@ -3,10 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{format, io, DataError, Result};
-use crate::image::{Image, ImageSet};
 use crate::idx::{read_idx, read_maybe_gz};
+use crate::image::{Image, ImageSet};
 use crate::pickle::{unpickle, NdArray, Value};
-
 
 fn check_labels(path: &Path, labels: &[i64], classes: usize) -> Result<Vec<usize>> {
     labels

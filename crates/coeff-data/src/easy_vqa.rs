@@ -13,8 +13,8 @@ use std::path::Path;
 
 use coeff_assets::{fetch_wheel, zip_entries, Wheel};
 
-use crate::image::Image;
 use crate::error::{format, Result};
+use crate::image::Image;
 
 /// The pinned wheel.
 pub const EASY_VQA_WHEEL: Wheel = Wheel {

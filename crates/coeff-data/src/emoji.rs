@@ -13,8 +13,8 @@ use std::path::Path;
 
 use coeff_assets::{fetch_npm_tarball, NpmPackage};
 
-use crate::image::Image;
 use crate::error::{format, Result};
+use crate::image::Image;
 
 /// The pinned package.
 pub const EMOJI_TWITTER: NpmPackage = NpmPackage {

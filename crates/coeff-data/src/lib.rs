@@ -33,7 +33,7 @@ pub mod sampler;
 pub use dataset::{
     animal_silhouettes, fashion_mnist, image_folder, image_folder_resized, mnist_pickle, OnBadFile,
 };
-pub use image::{Image, ImageSet};
 pub use error::{DataError, Result};
+pub use image::{Image, ImageSet};
 pub use preprocess::Preprocess;
 pub use sampler::{fixed_test, k_shot, split_tail};

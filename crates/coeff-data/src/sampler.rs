@@ -1,7 +1,7 @@
 //! Seeded k-shot sampling with a fixed, disjoint test set.
 
-use crate::image::ImageSet;
 use crate::error::{DataError, Result};
+use crate::image::ImageSet;
 
 /// A small seeded generator (SplitMix64), identical on every platform.
 #[derive(Debug, Clone)]

@@ -4,8 +4,8 @@
 //! finished run, and a sweep with other settings in the same folder is refused with the
 //! folder named.
 
-use coeff_harness::backend::{self, Train};
 use coeff_experiments::concept::{self, ConceptArgs, Preset};
+use coeff_harness::backend::{self, Train};
 
 fn args(steps: usize) -> ConceptArgs {
     ConceptArgs {

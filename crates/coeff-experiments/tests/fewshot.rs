@@ -9,12 +9,12 @@ use std::path::Path;
 
 use burn::tensor::backend::Backend;
 use coeff_data::{Image, Preprocess};
-use coeff_harness::backend::{self, Train};
 use coeff_experiments::fewshot::config::{FewShotConfig, FsMethod, Recipe};
 use coeff_experiments::fewshot::train::{
     checkpoint_path, train_run, Control, Inputs, Outcome, RunSpec, Split,
 };
 use coeff_experiments::fewshot::{build, config, summary, FewShotArgs, Preset};
+use coeff_harness::backend::{self, Train};
 use coeff_tuning::{Method, ParamReport};
 use coeff_vit::{Activation, Family, VisionTransformer, VitConfig};
 

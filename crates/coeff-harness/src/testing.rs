@@ -45,7 +45,10 @@ pub fn fails(bin: &str, cwd: &Path, args: &[&str]) -> String {
 pub fn fails_saying(bin: &str, cwd: &Path, args: &[&str], needles: &[&str]) -> String {
     let stderr = fails(bin, cwd, args);
     for n in needles {
-        assert!(stderr.contains(n), "{args:?}: the error should say `{n}`:\n{stderr}");
+        assert!(
+            stderr.contains(n),
+            "{args:?}: the error should say `{n}`:\n{stderr}"
+        );
     }
     stderr
 }

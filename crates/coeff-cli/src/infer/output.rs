@@ -11,12 +11,7 @@ pub type Outputs = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
 
 /// Add one output, which must be finite (else nothing is written: the error names the output
 /// and the input file).
-pub fn put_output(
-    tensors: &mut Outputs,
-    name: &str,
-    data: TensorData,
-    input: &Path,
-) -> Result<()> {
+pub fn put_output(tensors: &mut Outputs, name: &str, data: TensorData, input: &Path) -> Result<()> {
     let dims = data.shape.to_vec();
     let values = data
         .convert::<f32>()

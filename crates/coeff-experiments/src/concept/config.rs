@@ -1,31 +1,13 @@
 //! The concept experiment's settings: presets, flags, the base and tuning configs and their
 //! fingerprints.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
-use burn::module::AutodiffModule;
-use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Tensor, TensorData};
-use coeff_data::Image;
-use coeff_sdxl::scheduler::{Ddpm, ScheduleConfig};
-use coeff_sdxl::UNet2DConditionModel;
-use coeff_tuning::train::{
-    AdamWConfig, Finish, StepOutput, StepReport, Trainer, TrainerConfig, WarmupCosine,
-};
-use coeff_tuning::{inject, Method, PeftConfig};
-use indicatif::{ProgressBar, ProgressStyle};
+use anyhow::{bail, Result};
+use coeff_tuning::Method;
 use serde::{Deserialize, Serialize};
 
-use coeff_harness::plot::{self, colors, Axis, Figure, LegendEntry, Mark, Marker, Panel, Series};
-use coeff_harness::report::{markdown_table, mean_sd, say, write_json, Provenance};
-use coeff_harness::rng::Lcg;
-use coeff_harness::runs::{check_checkpoint, checkpoint_path, finished, result_path, RunRecord};
-
-use super::data::{self, TextStates, World};
-use super::model::{self, Sampling};
-use super::score::{self, cosine, Embeddings, Scorer, Scores};
+use super::model::Sampling;
 
 /// Settings presets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]

@@ -226,10 +226,7 @@ pub(crate) fn generate<B: Backend>(
     let mut out = Vec::with_capacity(prompts.len() * 3 * side * side);
     for chunk in prompts.chunks(16) {
         let caps: Vec<&str> = chunk.iter().map(|p| p.0.as_str()).collect();
-        let noises: Vec<Vec<f32>> = chunk
-            .iter()
-            .map(|p| normal(p.1, 3 * side * side))
-            .collect();
+        let noises: Vec<Vec<f32>> = chunk.iter().map(|p| normal(p.1, 3 * side * side)).collect();
         let x = sample(unet, text, &caps, &noises, side, sampling, device)?;
         out.extend(
             x.into_data()
@@ -264,7 +261,12 @@ pub(crate) fn read_samples(path: &Path, fingerprint: &str) -> Result<Option<Vec<
     Ok(Some(out))
 }
 
-pub(crate) fn write_samples(path: &Path, fingerprint: &str, sets: &[&Vec<f32>], side: usize) -> Result<()> {
+pub(crate) fn write_samples(
+    path: &Path,
+    fingerprint: &str,
+    sets: &[&Vec<f32>],
+    side: usize,
+) -> Result<()> {
     let data: Vec<(String, TensorData)> = sets
         .iter()
         .enumerate()

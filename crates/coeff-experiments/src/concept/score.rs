@@ -4,11 +4,11 @@
 
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
 use anyhow::{Context, Result};
 use burn::tensor::backend::Backend;
 use coeff_data::{Image, Preprocess};
 use coeff_vit::VisionTransformer;
+use serde::{Deserialize, Serialize};
 
 use coeff_harness::backbone::Backbone;
 

@@ -2,31 +2,17 @@
 //! the score plot.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use anyhow::{bail, Context, Result};
-use burn::module::AutodiffModule;
-use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Tensor, TensorData};
-use coeff_data::Image;
-use coeff_sdxl::scheduler::{Ddpm, ScheduleConfig};
-use coeff_sdxl::UNet2DConditionModel;
-use coeff_tuning::train::{
-    AdamWConfig, Finish, StepOutput, StepReport, Trainer, TrainerConfig, WarmupCosine,
-};
-use coeff_tuning::{inject, Method, PeftConfig};
-use indicatif::{ProgressBar, ProgressStyle};
+use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use coeff_harness::plot::{self, colors, Axis, Figure, LegendEntry, Mark, Marker, Panel, Series};
-use coeff_harness::report::{markdown_table, mean_sd, say, write_json, Provenance};
-use coeff_harness::rng::Lcg;
-use coeff_harness::runs::{check_checkpoint, checkpoint_path, finished, result_path, RunRecord};
 use super::config::*;
+use super::data::{self, World};
+use super::score::{cosine, Embeddings, Scores};
 use super::train::{BaseRecord, ConceptRunResult, Setup};
-use super::data::{self, TextStates, World};
-use super::model::{self, Sampling};
-use super::score::{self, cosine, Embeddings, Scorer, Scores};
+use coeff_harness::plot::{self, colors, Axis, Figure, LegendEntry, Mark, Marker, Panel, Series};
+use coeff_harness::report::{markdown_table, mean_sd, write_json, Provenance};
 
 /// How well the base model draws prompts it was trained on.
 #[derive(Debug, Clone, Serialize, Deserialize)]

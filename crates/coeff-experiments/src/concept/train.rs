@@ -1,32 +1,29 @@
 //! The concept experiment's two training stages on the core crate's `Trainer`: the base model
 //! on the emoji world, then one concept-tuning run per method and seed, each resumable.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
-use coeff_data::Image;
-use coeff_sdxl::scheduler::{Ddpm, ScheduleConfig};
+use coeff_sdxl::scheduler::Ddpm;
 use coeff_sdxl::UNet2DConditionModel;
 use coeff_tuning::train::{
     AdamWConfig, Finish, StepOutput, StepReport, Trainer, TrainerConfig, WarmupCosine,
 };
-use coeff_tuning::{inject, Method, PeftConfig};
+use coeff_tuning::{inject, PeftConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
-use coeff_harness::plot::{self, colors, Axis, Figure, LegendEntry, Mark, Marker, Panel, Series};
-use coeff_harness::report::{markdown_table, mean_sd, say, write_json, Provenance};
+use super::config::*;
+use super::data::{self, TextStates, World};
+use super::model::generate;
+use super::model::{self};
+use super::score::{self, cosine, Embeddings, Scorer, Scores};
+use coeff_harness::report::write_json;
 use coeff_harness::rng::Lcg;
 use coeff_harness::runs::{check_checkpoint, checkpoint_path, finished, result_path, RunRecord};
-use super::config::*;
-use super::model::{generate, read_samples, write_samples};
-use super::data::{self, TextStates, World};
-use super::model::{self, Sampling};
-use super::score::{self, cosine, Embeddings, Scorer, Scores};
 
 /// One finished run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -323,8 +320,13 @@ pub(crate) fn tune_run<B: AutodiffBackend>(
     } else {
         cfg.lr
     };
-    let config =
-        coeff_harness::runs::adapter_trainer_config(lr, cfg.coeff_lr, cfg.steps, seed, cfg.checkpoint_secs);
+    let config = coeff_harness::runs::adapter_trainer_config(
+        lr,
+        cfg.coeff_lr,
+        cfg.steps,
+        seed,
+        cfg.checkpoint_secs,
+    );
     let mut trainer = Trainer::<B>::new(config, trainable, checkpoint_path(dir), fingerprint)?;
     let model = trainer.resume(model, device)?;
     let label = format!("{}-s{seed}", method.name());

@@ -26,17 +26,15 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::Tensor;
 use coeff_data::Image;
-use coeff_tuning::peft::params::set_trainable;
-use coeff_tuning::{inject, save_adapter, Injected, ParamReport, PeftConfig};
+use coeff_tuning::{save_adapter, ParamReport};
 use coeff_vit::VisionTransformer;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 pub use config::{Backbone, FewShotArgs, FewShotConfig, FsMethod, Preset};
-use model::{features, Classifier};
 pub use model::{build, Built};
+use model::{features, Classifier};
 use train::{Control, Inputs, Outcome, RunResult, RunSpec, Split};
 
 /// The settings one run depends on; a checkpoint or result made with other settings is refused.

@@ -1,25 +1,7 @@
 //! The toy experiment's settings (flags) and their bounds.
 
-use std::path::Path;
-use std::time::Instant;
-
-use anyhow::{bail, ensure, Context, Result};
-use burn::module::{AutodiffModule, Param};
-use burn::optim::{AdamConfig, GradientsParams, Optimizer};
-use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{ElementConversion, Tensor, TensorData};
-use coeff_tuning::{
-    inject, AttentionInput, CoeffSpec, MultiHeadAttention, MultiHeadAttentionConfig, PeftConfig,
-};
-use indicatif::{ProgressBar, ProgressStyle};
+use anyhow::{ensure, Result};
 use serde::Serialize;
-
-use super::geometry::{convex_hull, distance_to_hull, minkowski_sum, P2};
-use coeff_harness::plot::{
-    self, colors, Axis, Figure, LegendEntry, LegendPos, Mark, Marker, Panel, Series,
-};
-use coeff_harness::report::{self, Provenance};
-use coeff_harness::rng::Lcg;
 
 /// Settings of the toy run.
 #[derive(Debug, Clone, Serialize, clap::Args)]

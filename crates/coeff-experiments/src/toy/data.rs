@@ -1,24 +1,9 @@
 //! The input graph and conversions between point lists and tensors.
 
-use std::path::Path;
-use std::time::Instant;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
 
-use anyhow::{bail, ensure, Context, Result};
-use burn::module::{AutodiffModule, Param};
-use burn::optim::{AdamConfig, GradientsParams, Optimizer};
-use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{ElementConversion, Tensor, TensorData};
-use coeff_tuning::{
-    inject, AttentionInput, CoeffSpec, MultiHeadAttention, MultiHeadAttentionConfig, PeftConfig,
-};
-use indicatif::{ProgressBar, ProgressStyle};
-use serde::Serialize;
-
-use super::geometry::{convex_hull, distance_to_hull, minkowski_sum, P2};
-use coeff_harness::plot::{
-    self, colors, Axis, Figure, LegendEntry, LegendPos, Mark, Marker, Panel, Series,
-};
-use coeff_harness::report::{self, Provenance};
+use super::geometry::P2;
 use coeff_harness::rng::Lcg;
 
 /// The input graph: `N` nodes on a noisy ring around the origin (every node is a vertex of

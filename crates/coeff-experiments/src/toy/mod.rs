@@ -21,23 +21,14 @@ mod train;
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{bail, ensure, Context, Result};
-use burn::module::{AutodiffModule, Param};
-use burn::optim::{AdamConfig, GradientsParams, Optimizer};
-use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{ElementConversion, Tensor, TensorData};
-use coeff_tuning::{
-    inject, AttentionInput, CoeffSpec, MultiHeadAttention, MultiHeadAttentionConfig, PeftConfig,
-};
-use indicatif::{ProgressBar, ProgressStyle};
-use serde::Serialize;
+use anyhow::{ensure, Context, Result};
+use burn::module::AutodiffModule;
+use burn::tensor::backend::AutodiffBackend;
+use coeff_tuning::{inject, AttentionInput, CoeffSpec, PeftConfig};
 
-use coeff_harness::plot::{
-    self, colors, Axis, Figure, LegendEntry, LegendPos, Mark, Marker, Panel, Series,
-};
 use coeff_harness::report::{self, Provenance};
 use coeff_harness::rng::Lcg;
-use geometry::{convex_hull, distance_to_hull, minkowski_sum, P2};
+use geometry::{convex_hull, distance_to_hull, P2};
 
 pub use config::ToyArgs;
 use data::*;

@@ -1,26 +1,13 @@
 //! The one attention layer: its start weights and Prop. 4.2's region for its value paths.
 
-use std::path::Path;
-use std::time::Instant;
+use burn::module::Param;
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
+use coeff_tuning::{MultiHeadAttention, MultiHeadAttentionConfig};
 
-use anyhow::{bail, ensure, Context, Result};
-use burn::module::{AutodiffModule, Param};
-use burn::optim::{AdamConfig, GradientsParams, Optimizer};
-use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{ElementConversion, Tensor, TensorData};
-use coeff_tuning::{
-    inject, AttentionInput, CoeffSpec, MultiHeadAttention, MultiHeadAttentionConfig, PeftConfig,
-};
-use indicatif::{ProgressBar, ProgressStyle};
-use serde::Serialize;
-
-use super::geometry::{convex_hull, distance_to_hull, minkowski_sum, P2};
-use coeff_harness::plot::{
-    self, colors, Axis, Figure, LegendEntry, LegendPos, Mark, Marker, Panel, Series,
-};
-use coeff_harness::report::{self, Provenance};
-use coeff_harness::rng::Lcg;
 use super::data::tensor2;
+use super::geometry::{minkowski_sum, P2};
+use coeff_harness::rng::Lcg;
 
 pub(crate) const HEAD_DIM: usize = 2;
 

@@ -1,27 +1,17 @@
 //! What the toy experiment writes: the summary, the Markdown table, the two figures.
 
 use std::path::Path;
-use std::time::Instant;
 
-use anyhow::{bail, ensure, Context, Result};
-use burn::module::{AutodiffModule, Param};
-use burn::optim::{AdamConfig, GradientsParams, Optimizer};
-use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{ElementConversion, Tensor, TensorData};
-use coeff_tuning::{
-    inject, AttentionInput, CoeffSpec, MultiHeadAttention, MultiHeadAttentionConfig, PeftConfig,
-};
-use indicatif::{ProgressBar, ProgressStyle};
+use anyhow::Result;
 use serde::Serialize;
 
-use super::geometry::{convex_hull, distance_to_hull, minkowski_sum, P2};
+use super::config::ToyArgs;
+use super::geometry::P2;
+use super::model::HEAD_DIM;
 use coeff_harness::plot::{
     self, colors, Axis, Figure, LegendEntry, LegendPos, Mark, Marker, Panel, Series,
 };
 use coeff_harness::report::{self, Provenance};
-use coeff_harness::rng::Lcg;
-use super::config::ToyArgs;
-use super::model::HEAD_DIM;
 
 /// One run's result.
 #[derive(Debug, Clone, Serialize)]

@@ -1,25 +1,12 @@
 //! One run: Adam on the mean squared error.
 
-use std::path::Path;
-use std::time::Instant;
-
-use anyhow::{bail, ensure, Context, Result};
-use burn::module::{AutodiffModule, Param};
+use anyhow::{bail, Result};
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{ElementConversion, Tensor, TensorData};
-use coeff_tuning::{
-    inject, AttentionInput, CoeffSpec, MultiHeadAttention, MultiHeadAttentionConfig, PeftConfig,
-};
+use burn::tensor::{ElementConversion, Tensor};
+use coeff_tuning::{AttentionInput, MultiHeadAttention};
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::Serialize;
 
-use super::geometry::{convex_hull, distance_to_hull, minkowski_sum, P2};
-use coeff_harness::plot::{
-    self, colors, Axis, Figure, LegendEntry, LegendPos, Mark, Marker, Panel, Series,
-};
-use coeff_harness::report::{self, Provenance};
-use coeff_harness::rng::Lcg;
 use super::config::ToyArgs;
 
 /// Adam on the MSE; a non-finite loss (divergence) is an error naming the step and the flags.

@@ -1,26 +1,10 @@
 //! The VL experiment's settings: presets, flags, and the fingerprint of each run.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
-use burn::module::AutodiffModule;
-use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Int, Tensor, TensorData};
-use coeff_data::easy_vqa::{easy_vqa, image_labels, ShapeLabel};
-use coeff_data::sampler::SplitMix;
-use coeff_tuning::train::{Finish, Step, StepOutput, StepReport, Trainer};
-use coeff_tuning::{inject, Method, PeftConfig};
-use coeff_vl::{Bart, GenerationConfig, Seq2SeqTokens, TextTokenizer, VlBart};
-use indicatif::{ProgressBar, ProgressStyle};
+use anyhow::{bail, Result};
+use coeff_tuning::Method;
 use serde::{Deserialize, Serialize};
-
-use coeff_harness::backbone::Backbone;
-use coeff_harness::family::Family;
-use coeff_harness::plot::{self, Axis, Figure, Panel};
-use coeff_harness::report::{markdown_table, mean_sd, say, write_json, Provenance};
-use coeff_harness::runs::{check_checkpoint, checkpoint_path, finished, result_path, RunRecord};
-use super::tasks::{Example, Task};
 
 /// Settings presets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]

@@ -2,27 +2,17 @@
 //! features of their split (computed once, cached in the output folder).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use anyhow::{bail, Context, Result};
-use burn::module::AutodiffModule;
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use anyhow::Result;
+use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
-use coeff_data::easy_vqa::{easy_vqa, image_labels, ShapeLabel};
-use coeff_data::sampler::SplitMix;
-use coeff_tuning::train::{Finish, Step, StepOutput, StepReport, Trainer};
-use coeff_tuning::{inject, Method, PeftConfig};
-use coeff_vl::{Bart, GenerationConfig, Seq2SeqTokens, TextTokenizer, VlBart};
+use coeff_vl::TextTokenizer;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::{Deserialize, Serialize};
 
-use coeff_harness::backbone::Backbone;
-use coeff_harness::family::Family;
-use coeff_harness::plot::{self, Axis, Figure, Panel};
-use coeff_harness::report::{markdown_table, mean_sd, say, write_json, Provenance};
-use coeff_harness::runs::{check_checkpoint, checkpoint_path, finished, result_path, RunRecord};
-use super::tasks::{Example, Task};
 use super::config::VlConfig;
+use super::tasks::{Example, Task};
+use coeff_harness::backbone::Backbone;
 
 /// Token ids, one row per example.
 pub(crate) type Rows = Vec<Vec<u32>>;

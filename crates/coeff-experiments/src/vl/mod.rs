@@ -26,19 +26,19 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use burn::tensor::backend::AutodiffBackend;
 use coeff_data::easy_vqa::{easy_vqa, image_labels, ShapeLabel};
-use coeff_harness::runs::{check_checkpoint, finished};
 use coeff_harness::report::say;
+use coeff_harness::runs::{check_checkpoint, finished};
 use coeff_vl::VlBart;
 use indicatif::{ProgressBar, ProgressStyle};
 
 pub use config::{Preset, VlArgs, VlConfig, VlMethod};
 use data::{image_features, tokenize, Data};
 use model::TextModel;
-use summary::{reference_points, write_summary};
 pub use summary::Bounds;
+use summary::{reference_points, write_summary};
 use tasks::Example;
-pub use train::{Scores, VlRunResult};
 use train::train_run;
+pub use train::{Scores, VlRunResult};
 
 /// Run the sweep; writes `out/{summary.json, results.md, vl_scores.png}`.
 pub fn run<B: AutodiffBackend>(

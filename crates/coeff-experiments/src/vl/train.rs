@@ -2,29 +2,24 @@
 //! and scored on the test examples of every task.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Int, Tensor, TensorData};
-use coeff_data::easy_vqa::{easy_vqa, image_labels, ShapeLabel};
 use coeff_data::sampler::SplitMix;
 use coeff_tuning::train::{Finish, Step, StepOutput, StepReport, Trainer};
-use coeff_tuning::{inject, Method, PeftConfig};
-use coeff_vl::{Bart, GenerationConfig, Seq2SeqTokens, TextTokenizer, VlBart};
+use coeff_tuning::{inject, PeftConfig};
+use coeff_vl::{GenerationConfig, TextTokenizer, VlBart};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
-use coeff_harness::backbone::Backbone;
-use coeff_harness::family::Family;
-use coeff_harness::plot::{self, Axis, Figure, Panel};
-use coeff_harness::report::{markdown_table, mean_sd, say, write_json, Provenance};
-use coeff_harness::runs::{check_checkpoint, checkpoint_path, finished, result_path, RunRecord};
-use super::tasks::{Example, Task};
 use super::config::{VlConfig, VlMethod};
-use super::data::{Data, Rows, Sample};
+use super::data::{Data, Sample};
 use super::metrics;
+use super::tasks::Task;
+use coeff_harness::report::write_json;
+use coeff_harness::runs::{checkpoint_path, result_path, RunRecord};
 
 /// Test scores of one run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -118,8 +113,13 @@ pub(crate) fn train_run<B: AutodiffBackend>(
     } else {
         cfg.lr
     };
-    let config =
-        coeff_harness::runs::adapter_trainer_config(lr, cfg.coeff_lr, cfg.steps, seed, cfg.checkpoint_secs);
+    let config = coeff_harness::runs::adapter_trainer_config(
+        lr,
+        cfg.coeff_lr,
+        cfg.steps,
+        seed,
+        cfg.checkpoint_secs,
+    );
     let mut trainer =
         Trainer::<B>::new(config, trainable.clone(), checkpoint_path(dir), fingerprint)?;
     let model = trainer.resume(model, device)?;
