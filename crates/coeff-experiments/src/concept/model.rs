@@ -185,35 +185,6 @@ pub fn sample<B: Backend>(
     Ok(x.clamp(-1.0, 1.0))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_config_reads_as_an_sdxl_style_unet() {
-        let cfg = unet_config(&unet_config_json(32, &[32, 64, 64], 4, 384)).unwrap();
-        assert_eq!(cfg.transformer_layers_per_block, vec![1, 1, 2]);
-        assert_eq!(cfg.num_attention_heads, vec![4, 4, 4]);
-        let tt = cfg.text_time.as_ref().unwrap();
-        assert_eq!(tt.input_dim, 384 + 48);
-        // Self- and cross-attention in every transformer block (down 1 + 2, mid 2, up 2 + 4... as
-        // the config's attention layer count says).
-        assert_eq!(cfg.attention_layers() % 2, 0);
-    }
-
-    #[test]
-    fn noise_is_standard_normal_and_reproducible() {
-        let a = normal(7, 20_000);
-        assert_eq!(a, normal(7, 20_000));
-        let mean = a.iter().map(|&v| v as f64).sum::<f64>() / a.len() as f64;
-        let var = a.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / a.len() as f64;
-        assert!(
-            mean.abs() < 0.03 && (var - 1.0).abs() < 0.05,
-            "{mean} {var}"
-        );
-    }
-}
-
 /// Samples for `(prompt, noise seed)` pairs, batched: `[n * 3 * s * s]` in `[-1, 1]`.
 pub(crate) fn generate<B: Backend>(
     unet: &UNet2DConditionModel<B>,
@@ -283,4 +254,33 @@ pub(crate) fn write_samples(
         &[("fingerprint", fingerprint)],
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_config_reads_as_an_sdxl_style_unet() {
+        let cfg = unet_config(&unet_config_json(32, &[32, 64, 64], 4, 384)).unwrap();
+        assert_eq!(cfg.transformer_layers_per_block, vec![1, 1, 2]);
+        assert_eq!(cfg.num_attention_heads, vec![4, 4, 4]);
+        let tt = cfg.text_time.as_ref().unwrap();
+        assert_eq!(tt.input_dim, 384 + 48);
+        // Self- and cross-attention in every transformer block (down 1 + 2, mid 2, up 2 + 4... as
+        // the config's attention layer count says).
+        assert_eq!(cfg.attention_layers() % 2, 0);
+    }
+
+    #[test]
+    fn noise_is_standard_normal_and_reproducible() {
+        let a = normal(7, 20_000);
+        assert_eq!(a, normal(7, 20_000));
+        let mean = a.iter().map(|&v| v as f64).sum::<f64>() / a.len() as f64;
+        let var = a.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / a.len() as f64;
+        assert!(
+            mean.abs() < 0.03 && (var - 1.0).abs() < 0.05,
+            "{mean} {var}"
+        );
+    }
 }
