@@ -1,4 +1,4 @@
-"""PyTorch reference timing for `coeff-experiments bench-attention --model vit-s|vit-b`.
+"""PyTorch reference timing for `coeff-bench attention --model vit-s|vit-b`.
 
 The Rust benchmark runs this script itself (embedded in the binary) when a Python with torch
 and transformers is present, so both are measured in one invocation; it can also be run alone:

@@ -5,8 +5,9 @@
 #   scripts/gpu/bundle.sh [DIR]        # default DIR: .device (git-ignored)
 #
 # DIR gets (about 80 MB; copy the parts a run needs: check.sh skips what is missing):
-#   exe.tar.xz     the release `coeff-experiments` built with `--features cuda` (fusion and
-#                  autotune on)
+#   exe.tar.xz     the release `coeff-experiments` and `coeff-bench` built with
+#                  `--no-default-features --features cuda` (Burn's fusion and autotune off, the
+#                  workspace's default; add `fusion,autotune` to the features to try them)
 #   tests.tar.xz   the core crate's test programs built with `test-cuda`
 #   cache/         what the few-shot slice reads: DINOv2 ViT-S/14 stored as f16 (half the
 #                  bytes of the f32 file; loaded into the f32 model) and the animal
@@ -21,8 +22,8 @@ rm -rf "$dir/stage"
 mkdir -p "$dir/stage/tests"
 
 echo "== build (release, cuda)"
-cargo build --release -p coeff-experiments --no-default-features --features cuda
-cp target/release/coeff-experiments "$dir/stage/"
+cargo build --release -p coeff-experiments -p coeff-bench --no-default-features --features cuda
+cp target/release/coeff-experiments target/release/coeff-bench "$dir/stage/"
 cargo test --release -p coeff-tuning --features test-cuda --no-run --message-format=json \
     | python3 -c '
 import json, sys
@@ -37,8 +38,8 @@ for line in sys.stdin:
         # test programs are named <target>-<hash>; keep the target's name
         base=$(basename "$exe"); cp "$exe" "$dir/stage/tests/${base%-*}"
     done
-strip "$dir/stage/coeff-experiments" "$dir"/stage/tests/*
-tar -C "$dir/stage" -cJf "$dir/exe.tar.xz" coeff-experiments
+strip "$dir/stage/coeff-experiments" "$dir/stage/coeff-bench" "$dir"/stage/tests/*
+tar -C "$dir/stage" -cJf "$dir/exe.tar.xz" coeff-experiments coeff-bench
 # Test programs find their fixtures through the build's absolute path (CARGO_MANIFEST_DIR).
 pwd >"$dir/stage/tests/.built-in"
 tar -C "$dir/stage" -cJf "$dir/tests.tar.xz" tests

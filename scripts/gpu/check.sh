@@ -9,7 +9,7 @@
 # cargo builds the cuda programs here. REPORT_DIR (default: $OUT, else runs/gpu) receives
 # report.md, tests.log and the benchmarks' and the few-shot slice's summary.json, flat (at most
 # 8 files). Each step is time-boxed, so the whole stays under 8 minutes:
-#   tests    the core crate's tests on the cuda backend (fusion + autotune, as the experiments);
+#   tests    the core crate's tests on the cuda backend (no fusion / autotune, as the binaries);
 #   bench    ViT-B/16 and ViT-S/16 step benchmarks at 224 px, batch 8: none / Coeff / LoRA /
 #            LoRA+Coeff interleaved, and PyTorch CUDA on the same shapes in the same invocation;
 #   fewshot  a short `--preset full` few-shot slice: DINOv2 ViT-S/14 at 224 px, animals, 4-shot,
@@ -38,12 +38,14 @@ if [ "${CUBECL_LOG:-0}" = 1 ]; then
     trap 'tail -c 4000000 "$work/cubecl.log" >"$report/cubecl.log" 2>/dev/null; rm -rf "$work"' EXIT
 fi
 exe=""
+bench=""
 tests=()
 if [ -n "$bundle" ]; then
     for part in exe tests; do
         if [ -f "$bundle/$part.tar.xz" ]; then tar -C "$work" -xJf "$bundle/$part.tar.xz"; fi
     done
     if [ -x "$work/coeff-experiments" ]; then exe="$work/coeff-experiments"; fi
+    if [ -x "$work/coeff-bench" ]; then bench="$work/coeff-bench"; fi
     if [ -d "$work/tests" ]; then
         tests=("$work"/tests/*)
         # The test programs look for their fixtures where they were built: point that path here.
@@ -52,8 +54,10 @@ if [ -n "$bundle" ]; then
     fi
     export COEFF_TUNING_CACHE="$(cd "$bundle" && pwd)/cache"
 else
-    cargo build --release -p coeff-experiments --no-default-features --features cuda || exit 1
+    cargo build --release -p coeff-experiments -p coeff-bench --no-default-features --features cuda \
+        || exit 1
     exe=target/release/coeff-experiments
+    bench=target/release/coeff-bench
 fi
 
 say "# GPU check ($(date -u +%Y-%m-%dT%H:%MZ), steps:$steps)"
@@ -105,12 +109,12 @@ if [[ $steps == *" bench "* ]]; then
         say ""
         say "## Step benchmark, $model"
         say ""
-        if [ -z "$exe" ]; then
-            say "skipped: no exe.tar.xz in the bundle"
+        if [ -z "$bench" ]; then
+            say "skipped: no coeff-bench (exe.tar.xz) in the bundle"
             continue
         fi
         t0=$(date +%s)
-        timeout 150 "$exe" --out "$work/bench-$model" bench-attention --model "$model" --iters 20 \
+        timeout 150 "$bench" --out "$work/bench-$model" attention --model "$model" --iters 20 \
             >"$work/bench-$model.log" 2>&1
         rc=$?
         if [ -s "$work/bench-$model/results.md" ]; then

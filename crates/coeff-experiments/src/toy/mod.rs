@@ -31,11 +31,11 @@ use coeff_harness::rng::Lcg;
 use geometry::{convex_hull, distance_to_hull, P2};
 
 pub use config::ToyArgs;
-use data::*;
-use model::*;
-use summary::*;
+use data::{points, ring_graph, tensor2};
+use model::{start_layer, value_bound};
+use summary::{draw_graphs, draw_losses, markdown};
 pub use summary::{Prop42, ToyRun, ToySummary};
-use train::*;
+use train::{mse, train};
 
 /// Run the toy experiment and write `summary.json`, `results.md`, `toy.png`, `loss.png`.
 pub fn run<B: AutodiffBackend>(
