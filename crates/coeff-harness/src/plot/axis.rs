@@ -193,8 +193,6 @@ pub(super) fn log_key_points(lo: f64, hi: f64, max_points: usize) -> Vec<f64> {
     unreachable!()
 }
 
-/// Most tick labels per axis.
-
 /// `v` with `decimals` decimals and a typographic minus, none on zero.
 pub(super) fn fixed(v: f64, decimals: usize) -> String {
     let s = format!("{v:.decimals$}");

@@ -247,8 +247,6 @@ pub fn padded_range(values: impl IntoIterator<Item = f64>, margin: f64) -> (f64,
     (lo - pad, hi + pad)
 }
 
-/// `v` with `decimals` decimals and a typographic minus, none on zero.
-
 /// One point series per method over numbered metrics: method `k`'s value of `keys[i]` at
 /// `x = i + 1` (offset by `dx` per method so the methods stand side by side), with its
 /// standard deviation as the spread when `spread` is set. `table`: method -> metric ->

@@ -2,6 +2,7 @@
 
 use super::*;
 
+/// Most tick labels per axis.
 pub(super) const TICKS: usize = 7;
 
 /// A plot: two axes, a title, series, an optional legend inside.
