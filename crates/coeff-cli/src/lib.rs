@@ -8,10 +8,12 @@
 //! - [`infer`]: run a checkpoint folder (ViT, BERT / CLIP / BART, diffusers UNet / VAE),
 //!   optionally with a saved adapter, on a safetensors input file;
 //! - [`sample`]: SDXL text-to-image from a diffusers folder to PNG;
+//! - [`adapter`]: the adapter formats every command reads, recognised from the files;
 //! - [`fetch`]: download, convert and verify the real pretrained ViTs.
 //!
 //! Used by: people, and `xtask`. Imports the library crates and coeff-harness only.
 
+pub mod adapter;
 pub mod fetch;
 pub mod infer;
 pub mod sample;

@@ -39,6 +39,13 @@ pub struct SampleArgs {
     /// Seed of the initial noise.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// A LoRA for the UNet (any format of `coeff_cli::adapter`: diffusers or kohya
+    /// `.safetensors`, a PEFT folder, or ours, whose Coeff part is applied too).
+    #[arg(long)]
+    pub lora: Option<PathBuf>,
+    /// Scale of the LoRA update (diffusers' `lora_scale`); needs `--lora`.
+    #[arg(long)]
+    pub lora_scale: Option<f32>,
     /// Output PNG (with several prompts: `NAME-0.png`, `NAME-1.png`, ...).
     #[arg(long)]
     pub output: PathBuf,
@@ -94,8 +101,25 @@ pub fn run<B: Backend>(args: &SampleArgs, device: &B::Device) -> Result<()> {
         "--guidance {} must be finite",
         args.guidance
     );
-    let pipe = SdxlPipeline::<B>::load(&args.pipeline, device)
+    if let Some(s) = args.lora_scale {
+        ensure!(args.lora.is_some(), "--lora-scale needs --lora");
+        ensure!(s.is_finite(), "--lora-scale {s} must be finite");
+    }
+    let lora = args
+        .lora
+        .as_deref()
+        .map(crate::adapter::AdapterSource::detect)
+        .transpose()?;
+    let mut pipe = SdxlPipeline::<B>::load(&args.pipeline, device)
         .with_context(|| format!("loading {}", args.pipeline.display()))?;
+    if let (Some(path), Some(_)) = (&args.lora, lora) {
+        let (unet, injected) =
+            crate::infer::diffusion::adapted_unet(pipe.unet, &pipe.unet_config, path)?;
+        pipe.unet = match args.lora_scale {
+            Some(s) => coeff_tuning::peft::lora_files::scale_lora(unet, &injected, s),
+            None => unet,
+        };
+    }
     let vae = pipe.vae_scale_factor();
     let levels = pipe.unet_config.block_out_channels.len();
     let multiple = vae << levels.saturating_sub(1);

@@ -14,9 +14,10 @@ pub struct InferArgs {
     /// Where to write the outputs (safetensors); must not be one of the input files.
     #[arg(long)]
     pub output: PathBuf,
-    /// Adapter directory (`coeff_adapter_config.json` + `coeff_adapter.safetensors`) to load
-    /// onto the checkpoint first: one saved for the bare ViT, or a few-shot run's `adapter/`
-    /// (then `logits` are its classification head's).
+    /// Adapter to load onto the checkpoint first, format recognised from its files: our
+    /// folder (`coeff_adapter_config.json` + `coeff_adapter.safetensors`; a few-shot run's
+    /// `adapter/` gives `logits` of its head), a PEFT folder (`adapter_config.json` +
+    /// `adapter_model.safetensors`), or for a UNet a diffusers / kohya LoRA `.safetensors`.
     #[arg(long)]
     pub adapter: Option<PathBuf>,
 }

@@ -5,6 +5,9 @@
 //! | `UNet2DConditionModel` | `sample [B, C, h, w]`, `timestep [B]` (or one value), `encoder_hidden_states [B, M, D]`; `text_embeds [B, P]` + `time_ids [B, 6]` when the config has the text_time add-embedding | `sample` (the UNet output) |
 //! | `AutoencoderKL` | `sample [B, 3, H, W]` in [-1, 1] | `latent_mean`, `latent_logvar`, `decoded` (decoder of the mean) |
 //!
+//! `--adapter PATH` on a UNet: ours, a PEFT folder, or a diffusers / kohya LoRA file
+//! ([`crate::adapter`]); a VAE takes none (an error).
+//!
 //! Floats of any float dtype; the shapes are checked by the models (errors name the input);
 //! every input must be finite. The output checks are the ViT path's.
 
@@ -16,9 +19,13 @@ use burn::tensor::{Tensor, TensorData};
 use coeff_tuning::checkpoint::Checkpoint;
 
 use coeff_harness::family::Family;
+use coeff_sdxl::lora_format::{import_any_unet_lora, import_peft_unet};
+use coeff_sdxl::{UNet2DConditionModel, UnetConfig};
+use coeff_tuning::Injected;
 
 use super::args::InferArgs;
 use super::output::{put_output, write_outputs, Outputs};
+use crate::adapter::AdapterSource;
 
 fn tensor<B: Backend, const D: usize>(
     file: &Checkpoint,
@@ -49,6 +56,32 @@ fn tensor<B: Backend, const D: usize>(
     )))
 }
 
+/// `unet` with the adapter at `path` (any format of [`crate::adapter`]) loaded, and what was
+/// injected.
+pub fn adapted_unet<B: Backend>(
+    unet: UNet2DConditionModel<B>,
+    config: &UnetConfig,
+    path: &Path,
+) -> Result<(UNet2DConditionModel<B>, Injected)> {
+    let context = || format!("loading adapter {}", path.display());
+    Ok(match AdapterSource::detect(path)? {
+        AdapterSource::Ours(dir) => coeff_tuning::load_adapter(unet, &dir).with_context(context)?,
+        AdapterSource::Peft(dir) => import_peft_unet(unet, config, &dir).with_context(context)?,
+        AdapterSource::LoraFile(file) => {
+            let (unet, injected, format) =
+                import_any_unet_lora(unet, config, &file).with_context(context)?;
+            eprintln!(
+                "adapter {}: {} LoRA, {} layers, rank {}",
+                file.display(),
+                format.name(),
+                injected.lora_layers.len(),
+                injected.config.lora.as_ref().map_or(0, |l| l.rank)
+            );
+            (unet, injected)
+        }
+    })
+}
+
 /// Run a diffusers folder on the input file and write its outputs.
 pub fn run<B: Backend>(kind: Family, args: &InferArgs, device: &B::Device) -> Result<()> {
     let path = &args.input;
@@ -68,8 +101,12 @@ pub fn run<B: Backend>(kind: Family, args: &InferArgs, device: &B::Device) -> Re
         tensor(&file, path, "sample", device)?.ok_or_else(|| required("sample"))?;
     match kind {
         Family::Unet => {
-            let (_, unet) =
+            let (config, unet) =
                 coeff_sdxl::load_unet::<B>(&args.checkpoint, device).with_context(loading)?;
+            let unet = match &args.adapter {
+                None => unet,
+                Some(path) => adapted_unet(unet, &config, path)?.0,
+            };
             let batch = sample.dims()[0];
             let timestep: Tensor<B, 1> =
                 tensor(&file, path, "timestep", device)?.ok_or_else(|| required("timestep"))?;
@@ -90,6 +127,9 @@ pub fn run<B: Backend>(kind: Family, args: &InferArgs, device: &B::Device) -> Re
             put("sample", y.into_data())?;
         }
         Family::Vae => {
+            if let Some(path) = &args.adapter {
+                return Err(AdapterSource::detect(path)?.unsupported("VAE"));
+            }
             let (_, vae) =
                 coeff_sdxl::load_vae::<B>(&args.checkpoint, device).with_context(loading)?;
             ensure!(

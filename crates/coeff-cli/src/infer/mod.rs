@@ -6,8 +6,10 @@
 //! `pooler_output [B, D]` (HF ViT pooler / CLIP post-layernorm CLS / DINOv2 CLS / timm
 //! pre-logits) and, when the model has them, `logits [B, C]` and `image_embeds [B, P]`.
 //!
-//! `--adapter DIR` loads an adapter saved by `coeff_tuning::save_adapter` onto the checkpoint
-//! first. Two kinds are recognised by their tensor names:
+//! `--adapter PATH` loads an adapter onto the checkpoint first, in any format of
+//! [`crate::adapter`]: a PEFT folder (Hugging Face ViTs, BERT, CLIP text, BART, diffusers
+//! UNets), a diffusers or kohya LoRA file (UNets), or ours (every family). Two kinds of our own
+//! ViT adapters are recognised by their tensor names:
 //! - an adapter of the bare ViT (`layers.N...`, `head` for a checkpoint with a head);
 //! - a few-shot run's adapter (`OUT/runs/.../adapter`: `backbone.layers.N...` plus the trained
 //!   classification head `head.{weight,bias}` as `modules_to_save`): the ViT is wrapped in the
@@ -38,7 +40,6 @@ use anyhow::{bail, Context, Result};
 use burn::tensor::backend::Backend;
 use coeff_harness::family::Family;
 use coeff_tuning::checkpoint::find_weights;
-use coeff_tuning::peft::{ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE};
 use coeff_vit::Checkpoint;
 
 pub use args::InferArgs;
@@ -83,9 +84,9 @@ fn check_output(args: &InferArgs) -> Result<()> {
         }
         inputs.push(("the checkpoint's weights", weights));
     }
-    if let Some(dir) = &args.adapter {
-        inputs.push(("the adapter", dir.join(ADAPTER_CONFIG_FILE)));
-        inputs.push(("the adapter", dir.join(ADAPTER_WEIGHTS_FILE)));
+    if let Some(path) = &args.adapter {
+        let source = crate::adapter::AdapterSource::detect(path)?;
+        inputs.extend(source.files().into_iter().map(|f| ("the adapter", f)));
     }
     for (what, input) in &inputs {
         if same_file(out, input) {

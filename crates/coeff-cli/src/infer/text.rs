@@ -12,7 +12,8 @@
 //! (never overwrite an input, finite outputs, atomic write); the models check ids against
 //! their vocabulary and lengths against their positions; the attention maps of the longest
 //! sequence are bounded by [`MAX_ATTENTION_ELEMENTS`] before the weights are
-//! read. `--adapter DIR` loads an adapter saved by `coeff_tuning::save_adapter` first.
+//! read. `--adapter PATH` loads an adapter first: ours (`coeff_tuning::save_adapter`), or a PEFT
+//! folder for BERT, CLIP text and BART (see [`crate::adapter`]).
 
 use std::path::Path;
 
@@ -20,7 +21,9 @@ use anyhow::{bail, Context, Result};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use coeff_tuning::checkpoint::Checkpoint;
+use coeff_tuning::peft::interop::{import_peft, PeftNames};
 use coeff_tuning::{load_adapter, Adaptable};
+use coeff_vl::peft_format::{bart_names, bert_names, clip_text_names};
 use coeff_vl::{load_bart, load_bert, load_clip, load_clip_text};
 
 use coeff_harness::family::Family;
@@ -28,6 +31,7 @@ use coeff_harness::limits::{attention_elements, MAX_ATTENTION_ELEMENTS};
 
 use super::args::InferArgs;
 use super::output::{put_output, write_outputs, Outputs};
+use crate::adapter::AdapterSource;
 
 struct Inputs<'a> {
     file: Checkpoint,
@@ -106,12 +110,24 @@ impl Inputs<'_> {
     }
 }
 
-fn adapted<B: Backend, M: Adaptable<B>>(model: M, args: &InferArgs) -> Result<M> {
-    match &args.adapter {
-        None => Ok(model),
-        Some(dir) => Ok(load_adapter(model, dir)
-            .with_context(|| format!("loading adapter {}", dir.display()))?
-            .0),
+/// `model` with the `--adapter` of `args` loaded: ours, or a PEFT folder read with the
+/// model's PEFT `names` (`None`: the model has none, so a PEFT folder is an error).
+fn adapted<B: Backend, M: Adaptable<B>>(
+    model: M,
+    args: &InferArgs,
+    family: &str,
+    names: Option<&dyn PeftNames>,
+) -> Result<M> {
+    let Some(path) = &args.adapter else {
+        return Ok(model);
+    };
+    let context = || format!("loading adapter {}", path.display());
+    match (AdapterSource::detect(path)?, names) {
+        (AdapterSource::Ours(dir), _) => Ok(load_adapter(model, &dir).with_context(context)?.0),
+        (AdapterSource::Peft(dir), Some(names)) => {
+            Ok(import_peft(model, names, &dir).with_context(context)?.0)
+        }
+        (source, _) => Err(source.unsupported(family)),
     }
 }
 
@@ -133,7 +149,12 @@ pub fn run<B: Backend>(kind: Family, args: &InferArgs, device: &B::Device) -> Re
         Family::Bert => {
             let config = coeff_vl::BertConfig::from_file(&config_path)?;
             inputs.bound("input_ids", config.num_attention_heads)?;
-            let model = adapted(load_bert::<B>(ckpt, device).with_context(loading)?, args)?;
+            let model = adapted(
+                load_bert::<B>(ckpt, device).with_context(loading)?,
+                args,
+                "BERT",
+                Some(&bert_names()),
+            )?;
             let types = inputs.ids::<B>("token_type_ids", device)?;
             let o = model.forward(ids, mask, types)?;
             put("last_hidden_state", o.last_hidden_state.into_data())?;
@@ -148,6 +169,8 @@ pub fn run<B: Backend>(kind: Family, args: &InferArgs, device: &B::Device) -> Re
                 let model = adapted(
                     load_clip_text::<B>(ckpt, device).with_context(loading)?,
                     args,
+                    "CLIP text",
+                    Some(&clip_text_names()),
                 )?;
                 let o = model.forward(ids, mask)?;
                 put("last_hidden_state", o.last_hidden_state.into_data())?;
@@ -161,7 +184,12 @@ pub fn run<B: Backend>(kind: Family, args: &InferArgs, device: &B::Device) -> Re
                 }
             } else {
                 let pixels = inputs.pixels::<B>(device)?;
-                let model = adapted(load_clip::<B>(ckpt, device).with_context(loading)?, args)?;
+                let model = adapted(
+                    load_clip::<B>(ckpt, device).with_context(loading)?,
+                    args,
+                    "CLIP dual-encoder",
+                    None,
+                )?;
                 let o = model.forward(ids, mask, pixels)?;
                 put("text_embeds", o.text_embeds.into_data())?;
                 put("image_embeds", o.image_embeds.into_data())?;
@@ -185,7 +213,12 @@ pub fn run<B: Backend>(kind: Family, args: &InferArgs, device: &B::Device) -> Re
                     ids.dims()[0]
                 );
             }
-            let model = adapted(load_bart::<B>(ckpt, device).with_context(loading)?, args)?;
+            let model = adapted(
+                load_bart::<B>(ckpt, device).with_context(loading)?,
+                args,
+                "BART",
+                Some(&bart_names()),
+            )?;
             let pad = mask.clone().map(|m| m.equal_elem(0));
             let enc = model.encode(ids, mask)?;
             let logits = model.decode(dec, enc.clone(), pad)?;

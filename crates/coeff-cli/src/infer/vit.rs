@@ -15,6 +15,7 @@ use coeff_vit::{load_pretrained, Checkpoint, VisionTransformer, VitConfig, VitOu
 
 use super::args::InferArgs;
 use super::output::{put_output, write_outputs};
+use crate::adapter::AdapterSource;
 
 /// Run the ViT checkpoint of `args` and write its outputs.
 pub fn run<B: Backend>(args: &InferArgs, device: &B::Device) -> Result<()> {
@@ -123,7 +124,8 @@ fn forward<B: Backend>(
         .with_context(|| format!("running {}", args.checkpoint.display()))
 }
 
-/// Load the adapter in `dir` onto `model` and run it (see the module docs for the two kinds).
+/// Load the adapter at `dir` onto `model` and run it: a PEFT folder (Hugging Face ViTs,
+/// transformers 4 or 5 names), or ours (see the module docs for its two kinds).
 fn with_adapter<B: Backend>(
     model: VisionTransformer<B>,
     dir: &Path,
@@ -131,6 +133,16 @@ fn with_adapter<B: Backend>(
     args: &InferArgs,
 ) -> Result<VitOutput<B>> {
     let context = || format!("loading adapter {}", dir.display());
+    let dir = match AdapterSource::detect(dir)? {
+        AdapterSource::Ours(dir) => dir,
+        AdapterSource::Peft(peft) => {
+            let (model, _) =
+                coeff_vit::peft_format::import_peft(model, &peft).with_context(context)?;
+            return forward(&model, x, args);
+        }
+        source => return Err(source.unsupported("vision transformer")),
+    };
+    let dir = dir.as_path();
     let weights = dir.join(ADAPTER_WEIGHTS_FILE);
     // The tensor names say which model the adapter was saved from (header only).
     let file = Checkpoint::open(&weights).with_context(context)?;

@@ -330,9 +330,31 @@ fn import_tensors<B: Backend, M: Module<B> + Adaptable<B>>(
     weights: &Path,
     prefix: &str,
 ) -> Result<(M, Injected)> {
+    let ckpt = Checkpoint::open(weights)?;
+    let entries = ckpt
+        .keys()
+        .into_iter()
+        .map(|key| {
+            let (shape, data) = ckpt.read_f32(&key)?;
+            Ok((key, shape, data))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    load_entries(model, names, lora, entries, weights, prefix)
+}
+
+/// Inject `lora` into the layers that `entries` (PEFT's layout: `prefix` + module name +
+/// `.lora_A.weight [r, in]`, `.lora_B.weight [out, r]`, `.lora_magnitude_vector [out]`, or a
+/// saved module's `.weight` / `.bias`) name, and load them. `weights` names the file in errors.
+pub(crate) fn load_entries<B: Backend, M: Module<B> + Adaptable<B>>(
+    model: M,
+    names: &dyn PeftNames,
+    lora: LoraConfig,
+    entries: Vec<(String, Vec<usize>, Vec<f32>)>,
+    weights: &Path,
+    prefix: &str,
+) -> Result<(M, Injected)> {
     let cfg_path = weights.to_path_buf();
     let weights = weights.to_path_buf();
-    let ckpt = Checkpoint::open(&weights)?;
     let saved_names = names.saved_modules();
     let mut layers = std::collections::BTreeSet::new();
     let mut saved = std::collections::BTreeSet::new();
@@ -340,8 +362,7 @@ fn import_tensors<B: Backend, M: Module<B> + Adaptable<B>>(
     // parameter -> (file key, shape in the file)
     let mut sources: BTreeMap<String, (String, Vec<usize>)> = BTreeMap::new();
     let mut unexpected = Vec::new();
-    for key in ckpt.keys() {
-        let (shape, data) = ckpt.read_f32(&key)?;
+    for (key, shape, data) in entries {
         let Some(rest) = key.strip_prefix(prefix) else {
             unexpected.push(key);
             continue;

@@ -10,6 +10,7 @@
 
 pub mod file;
 pub mod interop;
+pub mod lora_files;
 pub mod target;
 
 pub use crate::params;
