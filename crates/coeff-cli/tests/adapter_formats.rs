@@ -251,3 +251,31 @@ fn kohya_files_with_foreign_keys_are_refused() {
         assert!(!out.exists(), "nothing is written on an error");
     }
 }
+
+/// PEFT folders of text models (exported here, loaded by `PeftModel.from_pretrained` in
+/// `scripts/fixtures/check_text_peft_export.py`, which agrees with the recorded output to
+/// 5.7e-6 / 1.1e-6) give that output through `infer --adapter`.
+fn text_case(base: &str, adapter: &str, output: &str) {
+    let vl = fixtures("coeff-vl");
+    let input = vl.join(base).join("reference.safetensors");
+    let want = read(&vl.join(adapter).join("reference.safetensors"));
+    let (bare, _) = infer(&vl.join(base), &input, None);
+    let (got, _) = infer(&vl.join(base), &input, Some(&vl.join(adapter)));
+    let d = max_diff(&got[output], &want["output"]);
+    let moved = max_diff(&bare[output], &want["output"]);
+    eprintln!(
+        "{adapter}: {output} max |ours - recorded| = {d:.2e} (the adapter moves it {moved:.3})"
+    );
+    assert!(d < TOL, "{adapter}: {output} differs by {d}");
+    assert!(moved > 1e-2, "{adapter}: the adapter changes nothing");
+}
+
+#[test]
+fn peft_lora_bart() {
+    text_case("bart_tiny", "ours_bart_lora", "logits");
+}
+
+#[test]
+fn peft_dora_bert() {
+    text_case("bert_tiny", "ours_bert_dora", "last_hidden_state");
+}
