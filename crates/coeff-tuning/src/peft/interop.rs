@@ -93,6 +93,27 @@ fn bad(path: &Path, message: impl Into<String>) -> PeftError {
     }
 }
 
+/// `key` without the first of `leaves`' suffixes it ends with, and that suffix's name.
+pub(crate) fn split_leaf<'a>(
+    key: &'a str,
+    leaves: &[(&str, &'static str)],
+) -> Option<(&'a str, &'static str)> {
+    leaves
+        .iter()
+        .find_map(|(suffix, leaf)| key.strip_suffix(suffix).map(|m| (m, *leaf)))
+}
+
+/// An error listing the keys of `file` that nothing took, if there are any.
+pub(crate) fn no_unexpected(file: &Path, keys: Vec<String>) -> Result<()> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    Err(PeftError::UnexpectedKeys {
+        file: file.to_path_buf(),
+        keys,
+    })
+}
+
 /// `[a, b]` row-major -> `[b, a]`, with the shape.
 fn transposed(shape: &[usize], data: &[f32]) -> (Vec<usize>, Vec<f32>) {
     (
@@ -382,15 +403,13 @@ pub(crate) fn load_entries<B: Backend, M: Module<B> + Adaptable<B>>(
             saved.insert(ours);
             continue;
         }
-        let split = [
+        let leaves = [
             (".lora_A.weight", "a"),
             (".lora_B.weight", "b"),
             (".lora_magnitude_vector", "magnitude"),
             (".lora_magnitude_vector.weight", "magnitude"),
-        ]
-        .iter()
-        .find_map(|(s, leaf)| rest.strip_suffix(s).map(|m| (m, *leaf)));
-        let Some((module, leaf)) = split else {
+        ];
+        let Some((module, leaf)) = split_leaf(rest, &leaves) else {
             unexpected.push(key);
             continue;
         };
@@ -413,12 +432,7 @@ pub(crate) fn load_entries<B: Backend, M: Module<B> + Adaptable<B>>(
         values.insert(param, v);
         layers.insert(ours);
     }
-    if !unexpected.is_empty() {
-        return Err(PeftError::UnexpectedKeys {
-            file: weights,
-            keys: unexpected,
-        });
-    }
+    no_unexpected(&weights, unexpected)?;
     if layers.is_empty() {
         return Err(bad(&cfg_path, "the adapter holds no LoRA tensors"));
     }

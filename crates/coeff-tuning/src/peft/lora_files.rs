@@ -22,7 +22,7 @@ use std::path::Path;
 use burn::module::Module;
 use burn::tensor::backend::Backend;
 
-use super::interop::{import_diffusers_lora, load_entries, PeftNames};
+use super::interop::{import_diffusers_lora, load_entries, no_unexpected, split_leaf, PeftNames};
 use super::{list_sites, Adaptable, Injected, LoraConfig};
 use crate::checkpoint::Checkpoint;
 use crate::error::{PeftError, Result};
@@ -211,14 +211,12 @@ fn read_kohya(
             unexpected.push(key);
             continue;
         };
-        let split = [
+        let leaves = [
             (".lora_down.weight", "down"),
             (".lora_up.weight", "up"),
             (".alpha", "alpha"),
-        ]
-        .iter()
-        .find_map(|(s, leaf)| rest.strip_suffix(s).map(|m| (m, *leaf)));
-        let Some((name, leaf)) = split else {
+        ];
+        let Some((name, leaf)) = split_leaf(rest, &leaves) else {
             unexpected.push(key);
             continue;
         };
@@ -231,12 +229,7 @@ fn read_kohya(
         };
         put(&mut pieces, ckpt, path, &key, module.clone(), leaf)?;
     }
-    if !unexpected.is_empty() {
-        return Err(PeftError::UnexpectedKeys {
-            file: path.to_path_buf(),
-            keys: unexpected,
-        });
-    }
+    no_unexpected(path, unexpected)?;
     Ok(pieces)
 }
 
@@ -248,16 +241,14 @@ fn read_legacy(ckpt: &Checkpoint, path: &Path, component: &str) -> Result<Pieces
     let mut unexpected = Vec::new();
     for key in ckpt.keys() {
         let rest = key.strip_prefix(&prefix).unwrap_or(&key);
-        let split = [
+        let leaves = [
             (".lora.down.weight", "down"),
             (".lora.up.weight", "up"),
             ("_lora.down.weight", "down"),
             ("_lora.up.weight", "up"),
             (".alpha", "alpha"),
-        ]
-        .iter()
-        .find_map(|(s, leaf)| rest.strip_suffix(s).map(|m| (m, *leaf)));
-        let Some((name, leaf)) = split else {
+        ];
+        let Some((name, leaf)) = split_leaf(rest, &leaves) else {
             unexpected.push(key);
             continue;
         };
@@ -269,12 +260,7 @@ fn read_legacy(ckpt: &Checkpoint, path: &Path, component: &str) -> Result<Pieces
         };
         put(&mut pieces, ckpt, path, &key, module, leaf)?;
     }
-    if !unexpected.is_empty() {
-        return Err(PeftError::UnexpectedKeys {
-            file: path.to_path_buf(),
-            keys: unexpected,
-        });
-    }
+    no_unexpected(path, unexpected)?;
     Ok(pieces)
 }
 
