@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | `experiment NAME` | `coeff-experiments` | the paper's experiments: `fewshot` (default), `toy`, `vl`, `concept` |
 //! | `bench NAME` | `coeff-bench` | `attention`, `mix`, `load`; `compare` runs toy + attention per backend |
-//! | `infer`, `sample`, `fetch` | `coeff` (coeff-cli) | the commands for one's own files |
+//! | `infer`, `sample`, `tune`, `fetch` | `coeff` (coeff-cli) | the commands for one's own files |
 //!
 //! ```text
 //! cargo xtask experiment                       # the main job: few-shot ViT sweep on the CPU default
@@ -18,9 +18,10 @@
 //! cargo xtask fetch                            # real pretrained ViTs: download, convert, verify
 //! cargo xtask infer --checkpoint DIR --input x.safetensors --output y.safetensors [--adapter A]
 //! cargo xtask sample --pipeline DIR --prompt "a cat" --output cat.png
+//! cargo xtask tune classify --checkpoint DIR --train-dir IMAGES --out runs/mine --method lora+coeff
 //! ```
 //!
-//! `infer`, `sample` and `fetch` take `--backend B` anywhere among their arguments and pass
+//! `infer`, `sample`, `tune` and `fetch` take `--backend B` anywhere among their arguments and pass
 //! every other argument to `coeff` unchanged (`cargo xtask infer --help` shows them). Every
 //! program runs in the directory `cargo xtask` was called from, so relative paths mean what
 //! they say; an experiment's default output folder is `runs/<name>-<backend>` in the workspace.
@@ -81,6 +82,9 @@ enum Task {
     Infer(Forwarded),
     /// SDXL text-to-image from a diffusers folder: every argument goes to `coeff sample`.
     Sample(Forwarded),
+    /// Tune a checkpoint on your own data (`tune classify`: a ViT folder and an image folder):
+    /// every argument goes to `coeff tune`.
+    Tune(Forwarded),
     /// Download, convert (ONNX -> safetensors, in Rust) and verify the real pretrained ViTs:
     /// every argument goes to `coeff fetch`.
     Fetch(Forwarded),
@@ -244,6 +248,7 @@ fn main() -> Result<()> {
         }
         Task::Infer(f) => forward("infer", f),
         Task::Sample(f) => forward("sample", f),
+        Task::Tune(f) => forward("tune", f),
         Task::Fetch(f) => forward("fetch", f),
     }
 }

@@ -8,6 +8,8 @@
 //! - [`infer`]: run a checkpoint folder (ViT, BERT / CLIP / BART, diffusers UNet / VAE),
 //!   optionally with a saved adapter, on a safetensors input file;
 //! - [`sample`]: SDXL text-to-image from a diffusers folder to PNG;
+//! - [`tune`]: tune a checkpoint on one's own data (`tune classify`: a ViT folder and an
+//!   image folder), writing the adapter in our format and PEFT's, metrics and plots;
 //! - [`adapter`]: the adapter formats every command reads, recognised from the files;
 //! - [`fetch`]: download, convert and verify the real pretrained ViTs.
 //!
@@ -17,3 +19,4 @@ pub mod adapter;
 pub mod fetch;
 pub mod infer;
 pub mod sample;
+pub mod tune;

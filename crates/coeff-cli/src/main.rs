@@ -1,9 +1,9 @@
-//! `coeff`: inference, sampling and fetching on the backend chosen at build time (see the
+//! `coeff`: inference, sampling, tuning and fetching on the backend chosen at build time (see the
 //! library's docs).
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use coeff_cli::{fetch, infer, sample};
+use coeff_cli::{fetch, infer, sample, tune};
 use coeff_harness::backend;
 
 #[derive(Parser)]
@@ -24,6 +24,8 @@ enum Command {
     Infer(infer::InferArgs),
     /// Text-to-image with a diffusers SDXL folder.
     Sample(sample::SampleArgs),
+    /// Tune a checkpoint on your own data (`tune classify`: a ViT folder + an image folder).
+    Tune(tune::TuneArgs),
     /// Download, convert and verify the real pretrained ViTs (CLIP ViT-B/16, DINOv2 ViT-S/14).
     Fetch(fetch::FetchArgs),
 }
@@ -35,6 +37,7 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Infer(args) => infer::run::<backend::Inner>(&args, &device),
         Command::Sample(args) => sample::run::<backend::Inner>(&args, &device),
+        Command::Tune(args) => tune::run::<backend::Train>(&args, &device),
         Command::Fetch(args) => fetch::run::<backend::Inner>(&args, &device),
     }
 }

@@ -82,23 +82,7 @@ impl<B: Backend> Classifier<B> {
     pub fn new(backbone: VisionTransformer<B>, classes: usize, seed: u64) -> Self {
         let d = backbone.config.hidden_size;
         let device = backbone.cls_token.val().device();
-        let bound = 1.0 / (d as f64).sqrt();
-        let mut rng = Lcg::new(seed ^ 0x6865_6164);
-        let mut draw = |n: usize| -> Vec<f32> {
-            rng.uniform_vec(n, -bound, bound)
-                .into_iter()
-                .map(|v| v as f32)
-                .collect()
-        };
-        let mut head = LinearConfig::new(d, classes).init::<B>(&device);
-        head.weight = Param::initialized(
-            ParamId::new(),
-            Tensor::from_data(TensorData::new(draw(d * classes), [d, classes]), &device),
-        );
-        head.bias = Some(Param::initialized(
-            ParamId::new(),
-            Tensor::from_data(TensorData::new(draw(classes), [classes]), &device),
-        ));
+        let head = seeded_head(d, classes, seed, &device);
         Self { backbone, head }
     }
 
@@ -124,4 +108,36 @@ impl<B: Backend> Adaptable<B> for Classifier<B> {
     ) -> coeff_tuning::PeftResult<()> {
         self.backbone.visit_sites(&join(path, "backbone"), f)
     }
+}
+
+/// A fresh classification head `[d_in] -> [classes]` drawn from `seed`: weight and bias uniform
+/// in `±1/sqrt(d_in)` (PyTorch's `nn.Linear` range), the same on every backend and for every
+/// method of a seed.
+pub fn seeded_head<B: Backend>(
+    d_in: usize,
+    classes: usize,
+    seed: u64,
+    device: &B::Device,
+) -> Linear<B> {
+    let bound = 1.0 / (d_in as f64).sqrt();
+    let mut rng = Lcg::new(seed ^ 0x6865_6164);
+    let mut draw = |n: usize| -> Vec<f32> {
+        rng.uniform_vec(n, -bound, bound)
+            .into_iter()
+            .map(|v| v as f32)
+            .collect()
+    };
+    let mut head = LinearConfig::new(d_in, classes).init::<B>(device);
+    head.weight = Param::initialized(
+        ParamId::new(),
+        Tensor::from_data(
+            TensorData::new(draw(d_in * classes), [d_in, classes]),
+            device,
+        ),
+    );
+    head.bias = Some(Param::initialized(
+        ParamId::new(),
+        Tensor::from_data(TensorData::new(draw(classes), [classes]), device),
+    ));
+    head
 }

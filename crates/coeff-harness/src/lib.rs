@@ -14,6 +14,8 @@
 //! - [`limits`]: bounds on flags no file can confirm (`docs/input-checks.md`);
 //! - [`backbone`]: the real pretrained ViTs ([`backbone::Backbone`]) and a ViT with a
 //!   classification head ([`backbone::Classifier`]);
+//! - [`classify`]: labelled splits, logits, accuracy, confusion matrices and epoch order for
+//!   image classifiers (the few-shot sweep and `coeff tune classify`);
 //! - [`family`]: the model families recognised from a `config.json` (the table `infer`
 //!   dispatches through);
 //! - [`rng`]: a seeded generator, identical on every backend;
@@ -21,6 +23,7 @@
 
 pub mod backbone;
 pub mod backend;
+pub mod classify;
 pub mod family;
 pub mod limits;
 pub mod plot;

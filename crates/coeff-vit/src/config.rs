@@ -106,6 +106,15 @@ impl VitConfig {
         ]
     }
 
+    /// Width of the classification head's input (see `VisionTransformer::head_input`): `2D`
+    /// for DINOv2 (class token and mean patch token), `D` otherwise.
+    pub fn head_input_size(&self) -> usize {
+        match self.family {
+            Family::Dinov2 => 2 * self.hidden_size,
+            _ => self.hidden_size,
+        }
+    }
+
     /// Number of parameters of the model [`VitConfig::init`] builds (no adapters), computed
     /// without overflow from the sizes alone.
     pub fn num_params(&self) -> u128 {
@@ -127,7 +136,10 @@ impl VitConfig {
         let norms = if clip { 2 * norm } else { norm };
         let pooler = if self.hf_pooler { d * d + d } else { 0 };
         let projection = self.projection_dim.map_or(0, |q| d * q as u128);
-        let head = self.num_labels.map_or(0, |n| d * n as u128 + n as u128);
+        let head_in = self.head_input_size() as u128;
+        let head = self
+            .num_labels
+            .map_or(0, |n| head_in * n as u128 + n as u128);
         embed + self.num_hidden_layers as u128 * block + norms + pooler + projection + head
     }
 

@@ -29,6 +29,9 @@ pub enum VitError {
     /// The input image batch does not fit the model.
     #[error("input: {0}")]
     Input(String),
+    /// A classification head that does not fit the model.
+    #[error("classification head: {0}")]
+    Head(String),
 }
 
 impl From<CheckpointError> for VitError {

@@ -30,6 +30,7 @@
 //! | `encoder.layers.{i}.mlp.fc1` / `fc2`               | `layers.{i}.mlp.fc1` / `fc2`         |
 //! | `post_layernorm`                                   | `post_norm`                          |
 //! | `visual_projection.weight` (no prefix)             | `projection.weight`                  |
+//! | `classifier` (`CLIPForImageClassification`)        | `head` (on the mean patch token)     |
 //!
 //! | DINOv2 (`dinov2.` prefix optional)                 | ours                                 |
 //! |----------------------------------------------------|--------------------------------------|
@@ -41,6 +42,7 @@
 //! | `encoder.layer.{i}.layer_scale{1,2}.lambda1`       | `layers.{i}.ls{1,2}`                 |
 //! | `encoder.layer.{i}.mlp.fc1` / `fc2`                | `layers.{i}.mlp.fc1` / `fc2`         |
 //! | `layernorm`                                        | `norm`                               |
+//! | `classifier` (`Dinov2ForImageClassification`, `[labels, 2D]`) | `head` (class + mean patch token) |
 //!
 //! | timm `VisionTransformer`                           | ours                                 |
 //! |----------------------------------------------------|--------------------------------------|
@@ -103,6 +105,7 @@ const CLIP: &[Row] = &[
     ("encoder.layers.{i}.mlp.fc2",            "layers.{i}.mlp.fc2",     Kind::Linear),
     ("post_layernorm",                        "post_norm",              Kind::Norm),
     ("visual_projection",                     "projection",             Kind::PlainLinear),
+    ("classifier",                            "head",                   Kind::Linear),
 ];
 
 #[rustfmt::skip]
@@ -121,6 +124,7 @@ const DINOV2: &[Row] = &[
     ("encoder.layer.{i}.mlp.fc2",                   "layers.{i}.mlp.fc2",     Kind::Linear),
     ("encoder.layer.{i}.layer_scale2.lambda1",      "layers.{i}.ls2",         Kind::Tensor),
     ("layernorm",                                   "norm",                   Kind::Norm),
+    ("classifier",                                  "head",                   Kind::Linear),
 ];
 
 #[rustfmt::skip]
@@ -186,12 +190,15 @@ pub fn fit_config_to_checkpoint(mut config: VitConfig, ckpt: &Checkpoint) -> Res
             config.hf_pooler = has("pooler.dense.weight") || has("vit.pooler.dense.weight");
             config.num_labels = rows("classifier.weight")?;
         }
-        Family::Clip => config.projection_dim = rows("visual_projection.weight")?,
+        Family::Clip => {
+            config.projection_dim = rows("visual_projection.weight")?;
+            config.num_labels = rows("classifier.weight")?;
+        }
         Family::Timm => {
             config.num_labels = rows("head.weight")?;
             config.layer_scale = has("blocks.0.ls1.gamma");
         }
-        Family::Dinov2 => {}
+        Family::Dinov2 => config.num_labels = rows("classifier.weight")?,
     }
     Ok(config)
 }

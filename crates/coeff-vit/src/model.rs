@@ -115,7 +115,7 @@ impl VitConfig {
             projection: self
                 .projection_dim
                 .map(|p| LinearConfig::new(d, p).with_bias(false).init(device)),
-            head: self.num_labels.map(|n| lin(d, n)),
+            head: self.num_labels.map(|n| lin(self.head_input_size(), n)),
             config: self.clone(),
         };
         materialize(model)
@@ -171,6 +171,48 @@ impl<B: Backend> VisionTransformer<B> {
         Ok(x + Tensor::cat(vec![cls_pos, patch_pos], 1))
     }
 
+    /// The classification head's input `[B, D_in]` from the final hidden states
+    /// `hidden: [B, 1 + N, D]`, as each family's `*ForImageClassification` computes it:
+    ///
+    /// | family | head input | `D_in` |
+    /// |---|---|---|
+    /// | HF ViT (`ViTForImageClassification`), timm (`global_pool="token"`) | class token | `D` |
+    /// | DINOv2 (`Dinov2ForImageClassification`) | `[class token, mean of the patch tokens]` | `2D` |
+    /// | CLIP (`CLIPForImageClassification`) | mean of the patch tokens (before `post_layernorm`) | `D` |
+    pub fn head_input(&self, hidden: Tensor<B, 3>) -> Tensor<B, 2> {
+        let [batch, tokens, d] = hidden.dims();
+        let cls = || hidden.clone().slice([0..batch, 0..1]).reshape([batch, d]);
+        let patches = || {
+            hidden
+                .clone()
+                .slice([0..batch, 1..tokens.max(2)])
+                .mean_dim(1)
+                .reshape([batch, d])
+        };
+        match self.config.family {
+            Family::HfVit | Family::Timm => cls(),
+            Family::Dinov2 => Tensor::cat(vec![cls(), patches()], 1),
+            Family::Clip => patches(),
+        }
+    }
+
+    /// Replace the classification head by `head` (`[D_in] -> [classes]`, `D_in` =
+    /// [`VitConfig::head_input_size`]); the config's `num_labels` follows.
+    pub fn with_head(mut self, head: PeftLinear<B>) -> Result<Self> {
+        let want = self.config.head_input_size();
+        if head.d_input() != want {
+            return Err(VitError::Head(format!(
+                "a classification head of this {:?} model takes {want} inputs, the head given \
+                 takes {}",
+                self.config.family,
+                head.d_input()
+            )));
+        }
+        self.config.num_labels = Some(head.d_output());
+        self.head = Some(head);
+        Ok(self)
+    }
+
     /// Run the model on `pixel_values: [B, C, H, W]` (any size at least one patch).
     pub fn forward(&self, pixel_values: Tensor<B, 4>) -> Result<VitOutput<B>> {
         let mut x = self.embed(pixel_values)?;
@@ -192,7 +234,10 @@ impl<B: Backend> VisionTransformer<B> {
         if let Some(p) = &self.pooler {
             pooled = p.forward(pooled).tanh();
         }
-        let logits = self.head.as_ref().map(|h| h.forward(cls));
+        let logits = self
+            .head
+            .as_ref()
+            .map(|h| h.forward(self.head_input(x.clone())));
         let image_embeds = self.projection.as_ref().map(|p| p.forward(pooled.clone()));
         Ok(VitOutput {
             last_hidden_state: x,

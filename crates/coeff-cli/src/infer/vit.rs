@@ -136,6 +136,18 @@ fn with_adapter<B: Backend>(
     let dir = match AdapterSource::detect(dir)? {
         AdapterSource::Ours(dir) => dir,
         AdapterSource::Peft(peft) => {
+            // A classifier saved whole (`modules_to_save`, PyTorch layout `[classes, D_in]`).
+            let weights = peft.join(crate::adapter::PEFT_WEIGHTS_FILE);
+            let file = Checkpoint::open(&weights).with_context(context)?;
+            let key = "base_model.model.classifier.weight";
+            let model = match file.contains(key) {
+                true => {
+                    let shape = file.info(key).with_context(context)?.shape;
+                    with_head_of(model, &shape.iter().rev().copied().collect::<Vec<_>>())
+                        .with_context(context)?
+                }
+                false => model,
+            };
             let (model, _) =
                 coeff_vit::peft_format::import_peft(model, &peft).with_context(context)?;
             return forward(&model, x, args);
@@ -149,6 +161,14 @@ fn with_adapter<B: Backend>(
     let classifier_head =
         file.contains("head.weight") && file.keys().iter().any(|k| k.starts_with("backbone."));
     if !classifier_head {
+        // A `tune classify` adapter carries the ViT's own head (`head.*`, modules_to_save):
+        // give the model a head of the file's shape first (its values are the file's).
+        let key = "head.base.weight";
+        let model = match file.contains(key) {
+            true => with_head_of(model, &file.info(key).with_context(context)?.shape)
+                .with_context(context)?,
+            false => model,
+        };
         let (model, _) = coeff_tuning::load_adapter(model, dir).with_context(context)?;
         return forward(&model, x, args);
     }
@@ -169,4 +189,23 @@ fn with_adapter<B: Backend>(
     let mut out = forward(&classifier.backbone, x, args)?;
     out.logits = Some(classifier.head.forward(out.pooler_output.clone()));
     Ok(out)
+}
+
+/// `model` with a new head of `shape` = `[D_in, classes]` (Burn's layout), to be overwritten by
+/// an adapter's saved head.
+fn with_head_of<B: Backend>(
+    model: VisionTransformer<B>,
+    shape: &[usize],
+) -> Result<VisionTransformer<B>> {
+    let [d_in, classes] = shape[..] else {
+        bail!("the saved head's weight has shape {shape:?}, expected 2 dimensions");
+    };
+    ensure!(
+        classes > 0 && classes <= coeff_vit::config::limits::MAX_LABELS,
+        "the saved head has {classes} classes (at most {} are read)",
+        coeff_vit::config::limits::MAX_LABELS
+    );
+    let device = model.cls_token.val().device();
+    let head = coeff_tuning::PeftLinear::new(&burn::nn::LinearConfig::new(d_in, classes), &device);
+    Ok(model.with_head(head)?)
 }

@@ -4,7 +4,6 @@
 
 use anyhow::{Context, Result};
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::Tensor;
 use coeff_data::Image;
 use coeff_tuning::peft::params::set_trainable;
 use coeff_tuning::{inject, Injected, PeftConfig};
@@ -72,23 +71,10 @@ pub(crate) fn features<B: burn::tensor::backend::Backend>(
     preprocess: &coeff_data::Preprocess,
     device: &B::Device,
 ) -> Inputs {
-    let mut data = Vec::new();
-    for chunk in images.chunks(32) {
-        let refs: Vec<&Image> = chunk.iter().collect();
-        let x: Tensor<B, 4> = preprocess.batch(&refs, device);
-        let f = model
+    coeff_harness::classify::cached_features(images, preprocess, 32, device, |x| {
+        model
             .forward(x)
             .expect("preprocessed to the model's input")
-            .pooler_output;
-        data.extend(
-            f.into_data()
-                .convert::<f32>()
-                .into_vec::<f32>()
-                .expect("f32"),
-        );
-    }
-    Inputs::Features {
-        data,
-        dim: model.config.hidden_size,
-    }
+            .pooler_output
+    })
 }

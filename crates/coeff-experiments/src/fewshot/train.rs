@@ -9,12 +9,11 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use coeff_data::sampler::SplitMix;
-use coeff_data::{Image, Preprocess};
+use coeff_harness::classify::{cross_entropy, epoch_order};
 use coeff_tuning::train::{
     Finish, ParamGroup, Step, StepOutput, StepReport, Trainer, TrainerConfig, WarmupCosine,
 };
@@ -111,110 +110,7 @@ fn alpha_max_abs<B: Backend, M: Module<B>>(model: &M) -> Vec<f32> {
         .collect()
 }
 
-/// Model inputs of a set of images: pixels (preprocessed on demand) or cached features.
-#[derive(Debug, Clone)]
-pub enum Inputs {
-    /// Raw images and how to preprocess them.
-    Pixels {
-        /// The images.
-        images: Vec<Image>,
-        /// Resize + normalisation.
-        preprocess: Preprocess,
-    },
-    /// Backbone features `[n, dim]`, row-major.
-    Features {
-        /// Values.
-        data: Vec<f32>,
-        /// Feature width.
-        dim: usize,
-    },
-}
-
-/// Inputs with labels.
-#[derive(Debug, Clone)]
-pub struct Split {
-    /// Inputs.
-    pub inputs: Inputs,
-    /// Labels.
-    pub labels: Vec<usize>,
-}
-
-impl Split {
-    /// Number of examples.
-    pub fn len(&self) -> usize {
-        self.labels.len()
-    }
-
-    /// Whether empty.
-    pub fn is_empty(&self) -> bool {
-        self.labels.is_empty()
-    }
-
-    fn labels<B: Backend>(&self, idx: &[usize], device: &B::Device) -> Tensor<B, 1, Int> {
-        let v: Vec<i64> = idx.iter().map(|&i| self.labels[i] as i64).collect();
-        Tensor::from_data(TensorData::new(v, [idx.len()]), device)
-    }
-}
-
-/// Logits of the examples `idx` of `split`: through the whole model (pixels) or the head only
-/// (features). `augment` = `Some(rng)` applies random flips and shifts to pixels.
-pub fn logits<B: Backend>(
-    model: &Classifier<B>,
-    split: &Split,
-    idx: &[usize],
-    augment: Option<&mut SplitMix>,
-    device: &B::Device,
-) -> Tensor<B, 2> {
-    match &split.inputs {
-        Inputs::Pixels { images, preprocess } => {
-            let imgs: Vec<&Image> = idx.iter().map(|&i| &images[i]).collect();
-            let x = match augment {
-                Some(rng) => preprocess.augmented_batch::<B>(&imgs, 2, rng, device),
-                None => preprocess.batch::<B>(&imgs, device),
-            };
-            model.forward(x)
-        }
-        Inputs::Features { data, dim } => {
-            let v: Vec<f32> = idx
-                .iter()
-                .flat_map(|&i| data[i * dim..(i + 1) * dim].iter().copied())
-                .collect();
-            let f = Tensor::from_data(TensorData::new(v, [idx.len(), *dim]), device);
-            model.head.forward(f)
-        }
-    }
-}
-
-/// Accuracy of `model` on `split`, in batches of `batch`. Non-finite logits (a model that
-/// diverged on its last steps) are an error, not an accuracy.
-pub fn accuracy<B: Backend>(
-    model: &Classifier<B>,
-    split: &Split,
-    batch: usize,
-    device: &B::Device,
-) -> Result<f64> {
-    let mut correct = 0usize;
-    let all: Vec<usize> = (0..split.len()).collect();
-    for idx in all.chunks(batch) {
-        let out = logits(model, split, idx, None, device);
-        let bad: i64 = out
-            .clone()
-            .is_finite()
-            .bool_not()
-            .int()
-            .sum()
-            .into_scalar()
-            .elem();
-        if bad > 0 {
-            bail!("{bad} of the model's logits on the test images are not finite (NaN or ±inf)");
-        }
-        let pred = out.argmax(1);
-        let truth = split.labels::<B>(idx, device).reshape([idx.len(), 1]);
-        let hits: i64 = pred.equal(truth).int().sum().into_scalar().elem();
-        correct += hits as usize;
-    }
-    Ok(correct as f64 / split.len().max(1) as f64)
-}
+pub use coeff_harness::classify::{accuracy, logits, Inputs, Split};
 
 /// How a call to [`train_run`] ended.
 #[derive(Debug)]
@@ -237,14 +133,6 @@ pub struct Control<'a, B: Backend> {
     /// Called with the trained model once it has evaluated to finite logits, before the
     /// result is written (e.g. to save the adapter).
     pub on_trained: &'a mut dyn FnMut(&Classifier<B>) -> Result<()>,
-}
-
-/// The order of the training examples in `epoch`.
-fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
-    let mut v: Vec<usize> = (0..n).collect();
-    SplitMix::new(seed.wrapping_mul(0x9E37_79B9).wrapping_add(epoch as u64) ^ 0x0065_706f_6368)
-        .shuffle(&mut v);
-    v
 }
 
 pub use coeff_harness::runs::{check_checkpoint, checkpoint_path, finished, result_path};
@@ -348,19 +236,7 @@ pub fn train_run<B: AutodiffBackend>(
         let mut aug = recipe.augment.then(|| SplitMix::new(step.seed));
         let out = logits(model, train, idx, aug.as_mut(), device);
         let labels = train.labels::<B>(idx, device);
-        let hits: i64 = out
-            .clone()
-            .detach()
-            .argmax(1)
-            .equal(labels.clone().reshape([idx.len(), 1]))
-            .int()
-            .sum()
-            .into_scalar()
-            .elem();
-        let loss = burn::tensor::activation::log_softmax(out, 1)
-            .gather(1, labels.reshape([idx.len(), 1]))
-            .mean()
-            .neg();
+        let (loss, hits) = cross_entropy(out, labels);
         Ok(StepOutput {
             loss,
             message: format!("batch acc {:.2}", hits as f64 / idx.len() as f64),

@@ -1,6 +1,7 @@
 //! Plots as PNG, drawn with `plotters`: a [`Figure`] is a row of [`Panel`]s (axes with round
 //! tick values, axis labels, a title, an optional legend inside) and an optional shared legend
 //! under them. A [`Series`] is a line, markers, or both, with optional vertical error bars.
+//! A [`MatrixPlot`] is a confusion matrix.
 //!
 //! Text is drawn with Noto Sans (Apache-2.0), embedded through the `ttf-noto-sans` crate, so
 //! plots render the same on any machine, including containers without system fonts.
@@ -52,6 +53,7 @@ pub mod colors {
 
 mod axis;
 mod draw;
+mod matrix;
 mod panel;
 mod series;
 #[cfg(test)]
@@ -59,6 +61,7 @@ mod tests;
 
 pub use axis::*;
 use draw::*;
+pub use matrix::MatrixPlot;
 pub use panel::*;
 pub use series::*;
 
@@ -214,18 +217,22 @@ impl Figure {
 
     /// Write as an 8-bit RGB PNG.
     pub fn save_png(&self, path: &Path) -> Result<()> {
-        let pixels = self.render()?;
-        // Atomically: a crash never leaves a half-written PNG under the final name.
-        coeff_tuning::io::write_atomic_with(path, |file| {
-            let mut enc = png::Encoder::new(file, self.width, self.height);
-            enc.set_color(png::ColorType::Rgb);
-            enc.set_depth(png::BitDepth::Eight);
-            let mut w = enc.write_header().map_err(std::io::Error::other)?;
-            w.write_image_data(&pixels).map_err(std::io::Error::other)?;
-            w.finish().map_err(std::io::Error::other)
-        })
-        .map_err(|e| anyhow!("writing {}: {e}", path.display()))
+        write_png(path, self.width, self.height, &self.render()?)
     }
+}
+
+/// Write `pixels` (8-bit RGB, row-major) as a PNG, atomically: a crash never leaves a
+/// half-written PNG under the final name.
+fn write_png(path: &Path, width: u32, height: u32, pixels: &[u8]) -> Result<()> {
+    coeff_tuning::io::write_atomic_with(path, |file| {
+        let mut enc = png::Encoder::new(file, width, height);
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        let mut w = enc.write_header().map_err(std::io::Error::other)?;
+        w.write_image_data(pixels).map_err(std::io::Error::other)?;
+        w.finish().map_err(std::io::Error::other)
+    })
+    .map_err(|e| anyhow!("writing {}: {e}", path.display()))
 }
 
 /// Data range with a margin (a fraction of the span on each side), never empty.

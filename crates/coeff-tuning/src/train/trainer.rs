@@ -282,6 +282,12 @@ impl<B: AutodiffBackend> Trainer<B> {
             .collect())
     }
 
+    /// Stop (with a checkpoint) once `step` steps are complete (`None`: run to the end); a
+    /// caller that evaluates between epochs runs one epoch per [`Trainer::run`] this way.
+    pub fn set_stop_after(&mut self, step: Option<usize>) {
+        self.config.stop_after = step;
+    }
+
     /// Restore the checkpoint if there is one (else return `model` unchanged).
     ///
     /// Errors name the file: another fingerprint, a tensor that is not a trainable parameter
