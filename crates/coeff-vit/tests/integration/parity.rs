@@ -118,3 +118,15 @@ fn timm_vit_dynamic_size() {
         &[("reference.safetensors", &["pre_logits", "logits"])],
     );
 }
+
+/// `Dinov2ForImageClassification`: the head takes `[class token, mean patch token]` (`2D`).
+#[test]
+fn dinov2_classification_head_on_class_and_mean_patch() {
+    run("dinov2_cls", &[("reference.safetensors", &["logits"])]);
+}
+
+/// `CLIPForImageClassification`: the head takes the mean patch token before `post_layernorm`.
+#[test]
+fn clip_classification_head_on_mean_patch() {
+    run("clip_cls", &[("reference.safetensors", &["logits"])]);
+}
