@@ -50,6 +50,7 @@ const EVAL_BATCH: usize = 32;
 
 /// What is tuned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
 pub enum TuneMethod {
     /// The head alone, on the frozen backbone's cached features (a linear probe).
     Linear,
@@ -760,11 +761,14 @@ pub fn run<B: AutodiffBackend>(args: &ClassifyArgs, device: &B::Device) -> Resul
     )
     .save_png(&args.out.join("confusion.png"))?;
     eprintln!(
-        "tune: {} validation accuracy {:.4} (epoch {} of {epochs}, --keep {:?}); adapter in {}",
+        "tune: {} validation accuracy {:.4} (epoch {} of {epochs}, --keep {}); adapter in {}",
         args.method.name(),
         kept.val_accuracy,
         kept.epoch,
-        args.keep,
+        match args.keep {
+            Keep::Best => "best",
+            Keep::Last => "last",
+        },
         args.out.join("adapter").display()
     );
     Ok(())
