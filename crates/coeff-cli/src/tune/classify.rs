@@ -36,11 +36,14 @@ use coeff_harness::classify::{
 use coeff_harness::limits::{attention_elements, MAX_ATTENTION_ELEMENTS, MAX_BATCH_SIZE};
 use coeff_harness::plot::{colors, Axis, Figure, Mark, MatrixPlot, Panel, Series};
 use coeff_harness::report::say;
+use coeff_tuning::peft::params::set_trainable;
 use coeff_tuning::train::{
     AdamWConfig, Finish, ParamGroup, Step, StepOutput, StepReport, Trainer, TrainerConfig,
     WarmupCosine,
 };
 use coeff_tuning::{inject, Injected, Method, PeftConfig, PeftLinear};
+
+use crate::adapter::AdapterSource;
 use coeff_vit::{load_pretrained, Family, Normalization, VisionTransformer, VitConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
@@ -173,6 +176,13 @@ pub struct ClassifyArgs {
     /// Skip image files that cannot be decoded (counted in metrics.json) instead of stopping.
     #[arg(long)]
     pub skip_bad_images: bool,
+    /// Start from this adapter instead of a fresh one: our folder (e.g. an earlier
+    /// `tune classify` output's `adapter/`) or a PEFT folder (LoRA / DoRA). It fixes the
+    /// method's parts (rank, alpha, targets, alpha dropout), so `--method` must name the same
+    /// kind and `--rank`, `--lora-alpha`, `--targets`, `--coeff-dropout` are errors beside it.
+    /// Its head is used when it has one (same classes), else a fresh head is trained beside it.
+    #[arg(long)]
+    pub init_adapter: Option<PathBuf>,
     /// Seconds between mid-epoch checkpoints (one is always written at each epoch's end).
     #[arg(long, default_value_t = 120.0)]
     pub checkpoint_secs: f64,
@@ -214,6 +224,9 @@ pub struct Settings {
     pub classes: Vec<String>,
     /// Training / validation images.
     pub images: (usize, usize),
+    /// The starting adapter: its folder and the sha256 of its weights file.
+    #[serde(default)]
+    pub init_adapter: Option<(PathBuf, String)>,
 }
 
 /// One validation.
@@ -353,6 +366,19 @@ fn check_args(args: &ClassifyArgs) -> Result<()> {
         }
         if args.coeff_dropout.is_some() {
             return Err(not_for("--coeff-dropout", "Coeff-Tuning"));
+        }
+    }
+    if args.init_adapter.is_some() {
+        for (flag, given) in [
+            ("--rank", args.rank.is_some()),
+            ("--lora-alpha", args.lora_alpha.is_some()),
+            ("--targets", args.targets.is_some()),
+            ("--coeff-dropout", args.coeff_dropout.is_some()),
+        ] {
+            ensure!(
+                !given,
+                "{flag}: --init-adapter fixes the adapter's parts; give one or the other"
+            );
         }
     }
     if args.method == TuneMethod::Linear && args.augment {
@@ -519,6 +545,10 @@ pub fn run<B: AutodiffBackend>(args: &ClassifyArgs, device: &B::Device) -> Resul
         seed: args.seed,
         classes: classes.clone(),
         images: (train_set.len(), val_set.len()),
+        init_adapter: match &args.init_adapter {
+            Some(p) => Some(adapter_identity(p)?),
+            None => None,
+        },
     };
     let fingerprint = serde_json::to_string(&settings)?;
     std::fs::create_dir_all(&args.out)
@@ -596,10 +626,15 @@ pub fn run<B: AutodiffBackend>(args: &ClassifyArgs, device: &B::Device) -> Resul
         },
     };
     pc.modules_to_save = vec!["head".into()];
-    // LoRA's A matrices are drawn from the backend generator.
-    B::seed(device, args.seed);
-    let (model, injected) = inject(model, &pc)
-        .with_context(|| format!("applying {} to the checkpoint", args.method.name()))?;
+    let (model, injected) = match &args.init_adapter {
+        Some(path) => start_from(model, &pc, args.method, path)?,
+        None => {
+            // LoRA's A matrices are drawn from the backend generator.
+            B::seed(device, args.seed);
+            inject(model, &pc)
+                .with_context(|| format!("applying {} to the checkpoint", args.method.name()))?
+        }
+    };
     metrics.trainable_params = injected.params.trainable;
     metrics.total_params = injected.params.total;
 
@@ -943,4 +978,86 @@ fn plot_curves(out: &Path, metrics: &Metrics, losses: &[f32], per_epoch: usize) 
             )),
         )
         .save_png(&out.join("curves.png"))
+}
+
+/// The folder of an `--init-adapter` and the sha256 of its weights (what the run is tied to).
+fn adapter_identity(path: &Path) -> Result<(PathBuf, String)> {
+    let weights = AdapterSource::detect(path)?
+        .files()
+        .into_iter()
+        .find(|f| f.extension().and_then(|e| e.to_str()) == Some("safetensors"))
+        .context("the adapter has no weights file")?;
+    let bytes =
+        std::fs::read(&weights).with_context(|| format!("reading {}", weights.display()))?;
+    Ok((path.to_path_buf(), coeff_assets::sha256_hex(&bytes)))
+}
+
+/// `model` (with its fresh head) with the adapter at `path` loaded instead of a fresh one.
+/// The adapter must be of `method`'s kind; its head replaces the fresh one when it has one.
+fn start_from<B: AutodiffBackend>(
+    model: VisionTransformer<B>,
+    run: &PeftConfig,
+    method: TuneMethod,
+    path: &Path,
+) -> Result<(VisionTransformer<B>, Injected)> {
+    let context = || format!("--init-adapter {}", path.display());
+    let (model, mut injected) = match AdapterSource::detect(path)? {
+        AdapterSource::Ours(dir) => {
+            let saved = coeff_tuning::peft::file::read_config(
+                &dir.join(coeff_tuning::peft::ADAPTER_CONFIG_FILE),
+            )
+            .with_context(context)?;
+            same_kind(&saved, run, method, path)?;
+            coeff_tuning::load_adapter(model, &dir).with_context(context)?
+        }
+        AdapterSource::Peft(dir) => {
+            ensure!(
+                run.coeff.is_none(),
+                "--init-adapter {}: a PEFT adapter has no Coeff-Tuning alpha; --method {} needs \
+                 one (start from our own adapter, or use --method lora / dora)",
+                path.display(),
+                method.name()
+            );
+            let (model, injected) =
+                coeff_vit::peft_format::import_peft(model, &dir).with_context(context)?;
+            same_kind(&injected.config, run, method, path)?;
+            (model, injected)
+        }
+        other => return Err(other.unsupported("vision transformer")),
+    };
+    if !injected.saved_modules.iter().any(|m| m == "head") {
+        // The adapter of a bare ViT: the fresh head trains beside it.
+        injected.saved_modules.push("head".into());
+        injected.config.modules_to_save.push("head".into());
+        let model = set_trainable(model, &injected.trainable_prefixes());
+        injected.params = coeff_tuning::ParamReport::of(&model, &injected.trainable_prefixes());
+        return Ok((model, injected));
+    }
+    Ok((model, injected))
+}
+
+/// The adapter's parts are the method's: LoRA or DoRA (or none), Coeff-Tuning (or not).
+fn same_kind(saved: &PeftConfig, run: &PeftConfig, method: TuneMethod, path: &Path) -> Result<()> {
+    let kind = |c: &PeftConfig| (c.lora.as_ref().map(|l| l.use_dora), c.coeff.is_some());
+    let name = |(lora, coeff): (Option<bool>, bool)| {
+        let w = match lora {
+            None => "",
+            Some(false) => "lora",
+            Some(true) => "dora",
+        };
+        match (w, coeff) {
+            ("", true) => "coeff".to_string(),
+            ("", false) => "linear".to_string(),
+            (w, true) => format!("{w}+coeff"),
+            (w, false) => w.to_string(),
+        }
+    };
+    ensure!(
+        kind(saved) == kind(run),
+        "--init-adapter {} is a {} adapter; --method {} does not match it",
+        path.display(),
+        name(kind(saved)),
+        method.name()
+    );
+    Ok(())
 }

@@ -71,12 +71,13 @@ fn tune(data: &Path, out: &Path, extra: &[&str]) -> String {
         "0.25",
         "--batch",
         "8",
-        "--lr",
-        "0.01",
     ];
     args.extend_from_slice(extra);
     if !extra.contains(&"--epochs") {
         args.extend_from_slice(&["--epochs", "3"]);
+    }
+    if !extra.contains(&"--lr") {
+        args.extend_from_slice(&["--lr", "0.01"]);
     }
     testing::succeeds(BIN, Path::new("."), &args)
 }
@@ -229,6 +230,64 @@ fn tune_classify_trains_resumes_and_loads_back() {
     // Loads back: ours (with alpha) through infer.
     let logits = infer_logits(tmp.path(), &whole.join("adapter"), "ours");
     assert!(logits.iter().all(|v| v.is_finite()));
+
+    // --init-adapter starts from it: at a learning rate of 1e-9 one epoch leaves it as it was.
+    let adapter = whole.join("adapter");
+    let adapter_s = adapter.to_str().unwrap();
+    let cont = tmp.path().join("continued");
+    tune(
+        &data,
+        &cont,
+        &[
+            "--method",
+            "lora+coeff",
+            "--init-adapter",
+            adapter_s,
+            "--epochs",
+            "1",
+            "--lr",
+            "1e-9",
+        ],
+    );
+    let again = infer_logits(tmp.path(), &cont.join("adapter"), "continued");
+    let diff = logits
+        .iter()
+        .zip(&again)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        diff < 1e-4,
+        "the run did not start from --init-adapter: max |diff| {diff}"
+    );
+    let ckpt = checkpoint();
+    let other = tmp.path().join("other");
+    let base = [
+        "tune",
+        "classify",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--train-dir",
+        data.to_str().unwrap(),
+        "--out",
+        other.to_str().unwrap(),
+        "--init-adapter",
+        adapter_s,
+    ];
+    fn with<'a>(base: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
+        base.iter().chain(extra).copied().collect()
+    }
+    testing::fails_saying(
+        BIN,
+        Path::new("."),
+        &with(&base, &["--method", "lora"]),
+        &["lora+coeff adapter", "--method lora"],
+    );
+    testing::fails_saying(
+        BIN,
+        Path::new("."),
+        &with(&base, &["--method", "lora+coeff", "--rank", "2"]),
+        &["--rank", "--init-adapter"],
+    );
 }
 
 #[test]
