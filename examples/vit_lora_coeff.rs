@@ -67,6 +67,7 @@ fn main() -> Result<(), Box<dyn Error>> {
             seed: 0,
             checkpoint_secs: 60.0,
             stop_after: None,
+            grad_accum: 1,
         },
         injected.trainable_prefixes(),
         work.join("checkpoint.safetensors"),

@@ -82,7 +82,8 @@ enum Task {
     Infer(Forwarded),
     /// SDXL text-to-image from a diffusers folder: every argument goes to `coeff sample`.
     Sample(Forwarded),
-    /// Tune a checkpoint on your own data (`tune classify`: a ViT folder and an image folder):
+    /// Tune a checkpoint on your own data (`tune classify`: a ViT folder and an image folder;
+    /// `tune dreambooth`: a diffusers SDXL folder, subject images and a prompt):
     /// every argument goes to `coeff tune`.
     Tune(Forwarded),
     /// Download, convert (ONNX -> safetensors, in Rust) and verify the real pretrained ViTs:

@@ -24,7 +24,8 @@ enum Command {
     Infer(infer::InferArgs),
     /// Text-to-image with a diffusers SDXL folder.
     Sample(sample::SampleArgs),
-    /// Tune a checkpoint on your own data (`tune classify`: a ViT folder + an image folder).
+    /// Tune a checkpoint on your own data (`tune classify`: a ViT folder + an image folder;
+    /// `tune dreambooth`: a diffusers SDXL folder + subject images + a prompt).
     Tune(tune::TuneArgs),
     /// Download, convert and verify the real pretrained ViTs (CLIP ViT-B/16, DINOv2 ViT-S/14).
     Fetch(fetch::FetchArgs),

@@ -328,15 +328,7 @@ fn read_folder(
         let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
             .map_err(|e| io(&dir, e))?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                matches!(
-                    p.extension()
-                        .and_then(|e| e.to_str())
-                        .map(|e| e.to_ascii_lowercase())
-                        .as_deref(),
-                    Some("png" | "jpg" | "jpeg")
-                )
-            })
+            .filter(|p| is_image_file(p))
             .collect();
         files.sort();
         for file in files {
@@ -354,6 +346,41 @@ fn read_folder(
         }
     }
     Ok((set, skipped))
+}
+
+/// The image files (`.png`, `.jpg`, `.jpeg`, any case) directly in `dir`, sorted.
+///
+/// Errors: `dir` cannot be read, or holds no image file.
+pub fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && is_image_file(p))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(format(
+            dir,
+            "no image files (.png, .jpg, .jpeg) in this folder",
+        ));
+    }
+    Ok(files)
+}
+
+fn is_image_file(p: &Path) -> bool {
+    matches!(
+        p.extension()
+            .and_then(|e| e.to_str())
+            .map(|e| e.to_ascii_lowercase())
+            .as_deref(),
+        Some("png" | "jpg" | "jpeg")
+    )
+}
+
+/// One image file at full size as `[C, H, W]` values in `[0, 1]` (grey stays grey, colour
+/// becomes RGB), decoded within [`MAX_IMAGE_SIDE`] and [`MAX_DECODE_BYTES`].
+pub fn read_image(path: &Path) -> Result<Image> {
+    decode(path, None)
 }
 
 /// One image file as `[C, H, W]` values in `[0, 1]` (grey stays grey, anything with colour

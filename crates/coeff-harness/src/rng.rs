@@ -32,3 +32,18 @@ impl Lcg {
         (0..n).map(|_| lo + (hi - lo) * self.uniform()).collect()
     }
 }
+
+/// Standard normal values from `seed` (Box-Muller on [`Lcg`]): the same on every backend.
+pub fn normal(seed: u64, n: usize) -> Vec<f32> {
+    let mut g = Lcg::new(seed);
+    let mut out = Vec::with_capacity(n + 1);
+    while out.len() < n {
+        let u1 = g.uniform().max(1e-12);
+        let u2 = g.uniform();
+        let r = (-2.0 * u1.ln()).sqrt();
+        out.push((r * (std::f64::consts::TAU * u2).cos()) as f32);
+        out.push((r * (std::f64::consts::TAU * u2).sin()) as f32);
+    }
+    out.truncate(n);
+    out
+}

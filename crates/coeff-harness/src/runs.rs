@@ -136,6 +136,7 @@ pub fn adapter_trainer_config(
         seed,
         checkpoint_secs,
         stop_after: None,
+        grad_accum: 1,
     }
 }
 

@@ -30,6 +30,7 @@ fn config(stop_after: Option<usize>, groups: Vec<ParamGroup>) -> TrainerConfig {
         seed: 7,
         checkpoint_secs: 1e9,
         stop_after,
+        grad_accum: 1,
     }
 }
 
@@ -228,6 +229,75 @@ fn optimizer_moments_that_do_not_fit_are_errors_naming_the_parameter() {
         .to_string();
     assert!(
         err.contains("no moments") && err.contains("`head.weight`"),
+        "{err}"
+    );
+}
+
+/// Gradient accumulation: `K` micro-batches of one step give the update of the whole batch
+/// (to float tolerance: the sums are taken in another order), also when `K` does not divide
+/// the batch (shares of 2, 2, 1, 1 weighted by their size).
+#[test]
+fn gradient_accumulation_equals_the_whole_batch() {
+    let _rng = serial();
+    let dev = Default::default();
+    let dir = tempfile::tempdir().unwrap();
+    // No dropout anywhere: the micro-batches draw nothing from the generator.
+    let mut cfg = Method::Lora.config(2, &["query", "value", "mixer"]);
+    cfg.modules_to_save = vec!["head".into()];
+    let (m, injected) = inject(TinyModel::<TB>::new(&dev), &cfg).unwrap();
+    const BATCH: usize = 6;
+    let loss = |m: &TinyModel<TB>, step: &Step| -> Result<StepOutput<TB>, PeftError> {
+        let x = randn::<TB, 3>([BATCH, 5, common::D_MODEL], 300 + step.index as u64, &dev);
+        let (share, weight) = step.micro_share(BATCH)?;
+        let n = share.len();
+        let labels: Vec<i64> = share
+            .clone()
+            .map(|i| ((3 * i + step.index) % common::CLASSES) as i64)
+            .collect();
+        let labels = Tensor::<TB, 1, Int>::from_data(TensorData::new(labels, [n]), &dev);
+        let l = log_softmax(m.forward(x.slice(share.clone())), 1)
+            .gather(1, labels.reshape([n, 1]))
+            .mean()
+            .neg();
+        Ok(StepOutput::new(l * weight))
+    };
+    let mut runs = Vec::new();
+    for k in [1, 2, 4] {
+        let mut c = config(None, vec![]);
+        c.grad_accum = k;
+        let path = dir.path().join(format!("k{k}.safetensors"));
+        let mut t = Trainer::<TB>::new(c, injected.trainable_prefixes(), &path, "fp").unwrap();
+        let Finish::Done(trained) = t.run(m.clone(), &dev, loss, &mut |_| {}).unwrap() else {
+            panic!("not done")
+        };
+        runs.push((k, values(&trained), t.state().losses.clone()));
+    }
+    let (_, whole, whole_losses) = &runs[0];
+    assert_ne!(whole, &values(&m), "training changed nothing");
+    for (k, params, losses) in &runs[1..] {
+        for ((path, a), (_, b)) in whole.iter().zip(params) {
+            let err = a
+                .iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0f32, f32::max);
+            assert!(err < 1e-5, "K = {k}: `{path}` differs by {err}");
+        }
+        for (a, b) in whole_losses.iter().zip(losses) {
+            assert!((a - b).abs() < 1e-5, "K = {k}: losses {a} vs {b}");
+        }
+    }
+    // More micro-batches than items is an error naming the step.
+    let mut c = config(None, vec![]);
+    c.grad_accum = BATCH + 1;
+    let path = dir.path().join("too-many.safetensors");
+    let mut t = Trainer::<TB>::new(c, injected.trainable_prefixes(), &path, "fp").unwrap();
+    let err = t
+        .run(m.clone(), &dev, loss, &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("batch of 6") && err.contains("7 micro-batches"),
         "{err}"
     );
 }

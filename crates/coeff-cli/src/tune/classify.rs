@@ -45,7 +45,6 @@ use coeff_tuning::{inject, Injected, Method, PeftConfig, PeftLinear};
 
 use crate::adapter::AdapterSource;
 use coeff_vit::{load_pretrained, Family, Normalization, VisionTransformer, VitConfig};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 /// Images per forward pass when evaluating and caching features.
@@ -161,6 +160,11 @@ pub struct ClassifyArgs {
     /// Images per step.
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
+    /// Micro-batches per step (gradient accumulation): the step's `--batch` images go through
+    /// the model in this many parts, so activations of `batch / K` images are alive at a time;
+    /// the update equals the whole batch's.
+    #[arg(long, default_value_t = 1)]
+    pub grad_accum: usize,
     /// Input side in pixels (images are resized to it; default: the checkpoint's image size).
     #[arg(long)]
     pub resolution: Option<usize>,
@@ -214,6 +218,9 @@ pub struct Settings {
     pub schedule: (usize, usize, usize),
     /// Batch.
     pub batch: usize,
+    /// Micro-batches per step.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub grad_accum: usize,
     /// Input side.
     pub resolution: usize,
     /// Augmentation.
@@ -227,6 +234,14 @@ pub struct Settings {
     /// The starting adapter: its folder and the sha256 of its weights file.
     #[serde(default)]
     pub init_adapter: Option<(PathBuf, String)>,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn is_one(k: &usize) -> bool {
+    *k == 1
 }
 
 /// One validation.
@@ -314,6 +329,12 @@ fn check_args(args: &ClassifyArgs) -> Result<()> {
     ensure!(
         (1..=MAX_BATCH_SIZE).contains(&args.batch),
         "--batch {}: must be in 1..={MAX_BATCH_SIZE}",
+        args.batch
+    );
+    ensure!(
+        (1..=args.batch).contains(&args.grad_accum),
+        "--grad-accum {}: must be in 1..=--batch ({})",
+        args.grad_accum,
         args.batch
     );
     if let Some(r) = args.rank {
@@ -485,7 +506,7 @@ pub fn run<B: AutodiffBackend>(args: &ClassifyArgs, device: &B::Device) -> Resul
     );
     let tokens = 1 + (side / p) * (side / p);
     let elements = attention_elements(
-        args.batch.max(EVAL_BATCH),
+        args.batch.div_ceil(args.grad_accum).max(EVAL_BATCH),
         config.num_attention_heads,
         tokens,
     );
@@ -511,6 +532,15 @@ pub fn run<B: AutodiffBackend>(args: &ClassifyArgs, device: &B::Device) -> Resul
     );
     let n = train_set.len();
     let bs = args.batch.min(n);
+    let last = n - (n.div_ceil(bs) - 1) * bs;
+    ensure!(
+        last >= args.grad_accum,
+        "--grad-accum {k}: a step's batch must have at least {k} images to split, but {} \
+         training images in batches of {bs} leave {last} for the last step of each epoch; \
+         choose --batch or --grad-accum so that it does",
+        n,
+        k = args.grad_accum
+    );
     let per_epoch = n.div_ceil(bs);
     let total = args.steps.unwrap_or(args.epochs * per_epoch);
     let epochs = total.div_ceil(per_epoch);
@@ -540,6 +570,7 @@ pub fn run<B: AutodiffBackend>(args: &ClassifyArgs, device: &B::Device) -> Resul
         weight_decay: args.weight_decay,
         schedule: (total, per_epoch, warmup),
         batch: bs,
+        grad_accum: args.grad_accum,
         resolution: side,
         augment: args.augment,
         seed: args.seed,
@@ -677,30 +708,18 @@ pub fn run<B: AutodiffBackend>(args: &ClassifyArgs, device: &B::Device) -> Resul
         seed: args.seed,
         checkpoint_secs: args.checkpoint_secs,
         stop_after: None,
+        grad_accum: args.grad_accum,
     };
-    let checkpoint = args.out.join("checkpoint.safetensors");
-    let mut trainer = Trainer::<B>::new(
+    let (mut trainer, mut model) = super::resume_trainer(
         config,
         injected.trainable_prefixes(),
-        &checkpoint,
+        &args.out,
         &fingerprint,
+        model,
+        device,
     )?;
-    let mut model = trainer
-        .resume(model, device)
-        .map_err(|e| anyhow::anyhow!("{e}; delete {} to restart the run", checkpoint.display()))?;
-    if let Some(s) = trainer.resumed_from() {
-        eprintln!(
-            "tune: resuming {} at step {s} of {total}",
-            args.out.display()
-        );
-    }
 
-    let bar = ProgressBar::new(total as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} steps {elapsed}<{eta} {msg}")
-            .expect("static template"),
-    );
-    bar.set_position(trainer.state().step as u64);
+    let bar = super::step_bar(total, trainer.state().step);
     let label = format!("{} {}", args.method.name(), args.out.display());
     loop {
         let step = trainer.state().step;
@@ -762,12 +781,17 @@ pub fn run<B: AutodiffBackend>(args: &ClassifyArgs, device: &B::Device) -> Resul
         let loss_fn = |model: &VisionTransformer<B>, step: &Step| -> Result<StepOutput<B>> {
             let (epoch, b) = (step.index / per_epoch, step.index % per_epoch);
             let order = epoch_order(n, args.seed, epoch);
-            let idx = &order[b * bs..((b + 1) * bs).min(n)];
-            let mut aug = args.augment.then(|| SplitMix::new(step.seed));
+            let batch = &order[b * bs..((b + 1) * bs).min(n)];
+            let (share, weight) = step.micro_share(batch.len())?;
+            let idx = &batch[share];
+            // A generator per micro-batch (the step's own for an unsplit batch).
+            let mut aug = args
+                .augment
+                .then(|| SplitMix::new(step.seed ^ ((step.micro_batch as u64) << 32)));
             let out = logits(model, &train, idx, aug.as_mut(), device);
             let (loss, hits) = cross_entropy(out, train.labels::<B>(idx, device));
             Ok(StepOutput {
-                loss,
+                loss: if weight == 1.0 { loss } else { loss * weight },
                 message: format!("batch acc {:.2}", hits as f64 / idx.len() as f64),
             })
         };
@@ -880,11 +904,10 @@ fn write_adapter<B: AutodiffBackend>(
         "none: PEFT has no Coeff-Tuning and no head-only adapter; our adapter files hold \
          everything"
             .to_string()
-    } else if family != Family::HfVit {
-        format!(
-            "none: the PEFT export names Hugging Face ViT modules; a {family:?} checkpoint's \
-             adapter is in our format only"
-        )
+    } else if family == Family::Timm {
+        "none: timm's fused qkv has no per-projection PEFT module; the adapter is in our \
+         format only"
+            .to_string()
     } else {
         let export = coeff_vit::peft_format::export_peft(model, injected, &partial)
             .with_context(|| format!("writing the PEFT export into {}", partial.display()))?;

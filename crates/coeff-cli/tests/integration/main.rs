@@ -5,6 +5,8 @@
 
 mod adapter_formats;
 mod bad_input;
+mod common;
+mod dreambooth;
 mod infer_text;
 mod sample;
 mod tune;

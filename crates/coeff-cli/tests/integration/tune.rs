@@ -38,26 +38,17 @@ fn emoji_folder(root: &Path) -> Vec<String> {
         let dir = root.join(class);
         std::fs::create_dir_all(&dir).unwrap();
         for (i, e) in items.iter().take(8).enumerate() {
-            let img = &e.image;
-            let (h, w) = (img.height, img.width);
-            let mut rgb = vec![0u8; 3 * h * w];
-            for c in 0..3 {
-                for p in 0..h * w {
-                    rgb[p * 3 + c] = (img.pixels[c * h * w + p] * 255.0).round() as u8;
-                }
-            }
-            let file = std::fs::File::create(dir.join(format!("{i}.png"))).unwrap();
-            let mut enc = png::Encoder::new(std::io::BufWriter::new(file), w as u32, h as u32);
-            enc.set_color(png::ColorType::Rgb);
-            enc.set_depth(png::BitDepth::Eight);
-            enc.write_header().unwrap().write_image_data(&rgb).unwrap();
+            super::common::write_png(&e.image, &dir.join(format!("{i}.png")));
         }
     }
     classes.iter().map(|(c, _)| c.to_string()).collect()
 }
 
 fn tune(data: &Path, out: &Path, extra: &[&str]) -> String {
-    let ckpt = checkpoint();
+    tune_on(&checkpoint(), data, out, extra)
+}
+
+fn tune_on(ckpt: &Path, data: &Path, out: &Path, extra: &[&str]) -> String {
     let mut args = vec![
         "tune",
         "classify",
@@ -82,28 +73,42 @@ fn tune(data: &Path, out: &Path, extra: &[&str]) -> String {
     testing::succeeds(BIN, Path::new("."), &args)
 }
 
+/// The PEFT files of a `tune classify` adapter folder alone in `dir` (so that `infer` reads
+/// them and not ours).
+fn peft_only(adapter: &Path, dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    for f in ["adapter_config.json", "adapter_model.safetensors"] {
+        std::fs::copy(adapter.join(f), dir.join(f)).unwrap();
+    }
+    dir.to_path_buf()
+}
+
 fn metrics(out: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap()
 }
 
-/// `logits` of `infer --adapter adapter` on `n` pixel batches drawn from `seed`.
+/// `logits` of `infer --adapter adapter` on two fixed 32x32 images.
 fn infer_logits(tmp: &Path, adapter: &Path, name: &str) -> Vec<f32> {
-    let input = tmp.join("pixels.safetensors");
+    infer_logits_on(&checkpoint(), 32, tmp, adapter, name)
+}
+
+/// `logits` of `infer --checkpoint ckpt --adapter adapter` on two fixed `side`² images.
+fn infer_logits_on(ckpt: &Path, side: usize, tmp: &Path, adapter: &Path, name: &str) -> Vec<f32> {
+    let input = tmp.join(format!("pixels{side}.safetensors"));
     if !input.exists() {
-        let v: Vec<f32> = (0..2 * 3 * 32 * 32)
+        let v: Vec<f32> = (0..2 * 3 * side * side)
             .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
             .collect();
         let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
         let view = safetensors::tensor::TensorView::new(
             safetensors::Dtype::F32,
-            vec![2, 3, 32, 32],
+            vec![2, 3, side, side],
             &bytes,
         )
         .unwrap();
         safetensors::serialize_to_file([("pixel_values", view)], &None, &input).unwrap();
     }
     let output = tmp.join(format!("{name}.safetensors"));
-    let ckpt = checkpoint();
     testing::succeeds(
         BIN,
         Path::new("."),
@@ -297,11 +302,7 @@ fn tune_classify_lora_peft_export_matches_ours() {
     emoji_folder(&data);
     let out = tmp.path().join("lora");
     tune(&data, &out, &["--method", "lora", "--epochs", "1"]);
-    let peft = tmp.path().join("peft");
-    std::fs::create_dir_all(&peft).unwrap();
-    for f in ["adapter_config.json", "adapter_model.safetensors"] {
-        std::fs::copy(out.join("adapter").join(f), peft.join(f)).unwrap();
-    }
+    let peft = peft_only(&out.join("adapter"), &tmp.path().join("peft"));
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(peft.join("adapter_config.json")).unwrap())
             .unwrap();
@@ -352,6 +353,11 @@ fn tune_classify_refuses_flags_that_cannot_take_effect() {
     fails(&["--lr=-1"], &["--lr -1"]);
     fails(&["--val-split", "1.5"], &["--val-split 1.5"]);
     fails(&["--resolution", "2"], &["--resolution 2"]);
+    fails(&["--grad-accum", "0"], &["--grad-accum 0"]);
+    fails(
+        &["--batch", "4", "--grad-accum", "5"],
+        &["--grad-accum 5", "--batch"],
+    );
     // Class folders without images.
     fails(&[], &["images"]);
     // The output inside an input.
@@ -368,4 +374,89 @@ fn tune_classify_refuses_flags_that_cannot_take_effect() {
     ];
     std::fs::create_dir_all(&inside).unwrap();
     testing::fails_saying(BIN, Path::new("."), &args, &["--out", "--train-dir"]);
+}
+
+/// The DINOv2 classification fixture (transformers 5 module names, the head on `[cls, mean
+/// patch]`): `--grad-accum 2` trains the adapter of the unsplit batch (to float tolerance),
+/// and its PEFT export gives our logits.
+#[test]
+fn tune_classify_dinov2_grad_accum_and_peft_export() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("images");
+    emoji_folder(&data);
+    let ckpt = Path::new(env!("CARGO_MANIFEST_DIR")).join("../coeff-vit/tests/fixtures/dinov2_cls");
+    let flags = [
+        "--method",
+        "lora",
+        "--targets",
+        "query,value,fc1",
+        "--epochs",
+        "1",
+    ];
+    let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
+    tune_on(&ckpt, &data, &one, &flags);
+    tune_on(
+        &ckpt,
+        &data,
+        &two,
+        &[&flags[..], &["--grad-accum", "2"]].concat(),
+    );
+    assert_eq!(metrics(&two)["settings"]["grad_accum"], 2);
+    let read = |out: &Path| {
+        let bytes = std::fs::read(out.join("adapter/coeff_adapter.safetensors")).unwrap();
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let mut v: Vec<(String, Vec<f32>)> = st
+            .tensors()
+            .into_iter()
+            .map(|(k, t)| {
+                let x = t
+                    .data()
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                    .collect();
+                (k, x)
+            })
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    let (a, b) = (read(&one), read(&two));
+    assert_eq!(a.len(), b.len());
+    assert!(!a.is_empty());
+    for ((k, x), (_, y)) in a.iter().zip(&b) {
+        let d = x
+            .iter()
+            .zip(y)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0f32, f32::max);
+        assert!(d < 1e-4, "`{k}`: --grad-accum 2 differs from 1 by {d}");
+    }
+
+    let peft = peft_only(&one.join("adapter"), &tmp.path().join("peft"));
+    let st = std::fs::read(peft.join("adapter_model.safetensors")).unwrap();
+    let keys: Vec<String> = SafeTensors::deserialize(&st)
+        .unwrap()
+        .names()
+        .into_iter()
+        .cloned()
+        .collect();
+    assert!(
+        keys.iter()
+            .any(|k| k == "base_model.model.dinov2.encoder.layer.0.attention.q_proj.lora_A.weight")
+            && keys
+                .iter()
+                .any(|k| k == "base_model.model.dinov2.encoder.layer.1.mlp.fc1.lora_B.weight")
+            && keys
+                .iter()
+                .any(|k| k == "base_model.model.classifier.weight"),
+        "{keys:?}"
+    );
+    let ours = infer_logits_on(&ckpt, 28, tmp.path(), &one.join("adapter"), "ours");
+    let theirs = infer_logits_on(&ckpt, 28, tmp.path(), &peft, "peft");
+    let diff = ours
+        .iter()
+        .zip(&theirs)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(diff <= 1e-5, "PEFT export vs ours: max |diff| {diff}");
 }

@@ -294,10 +294,10 @@ pub fn run<B: AutodiffBackend>(
             grid.push(pick(px));
         }
     }
-    score::write_grid(&out.join("concept_grid.png"), &grid, 3)?;
+    coeff_harness::plot::write_grid(&out.join("concept_grid.png"), &grid, 3)?;
     let subject_row: Vec<Image> = world.subject.iter().map(|e| small(&e.image)).collect();
     let known_imgs = score::to_images(&known_px, side);
-    score::write_grid(
+    coeff_harness::plot::write_grid(
         &out.join("base_grid.png"),
         &[subject_row, known_real, known_imgs],
         3,

@@ -14,7 +14,6 @@ use coeff_sdxl::scheduler::{guidance, Ddim, Ddpm, ScheduleConfig};
 use coeff_sdxl::{UNet2DConditionModel, UnetConfig, UnetInput};
 
 use super::data::TextStates;
-use coeff_harness::rng::Lcg;
 
 /// The diffusers `config.json` of the model: an SDXL-style UNet at `side` pixels, RGB in and
 /// out, `widths` channels per level (attention at every level but the first, `heads` heads),
@@ -84,20 +83,7 @@ pub(crate) fn time_ids<B: Backend>(n: usize, side: usize, device: &B::Device) ->
     Tensor::from_data(TensorData::new(data, [n, 6]), device)
 }
 
-/// Standard normal values from `seed` (Box-Muller on [`Lcg`]): the same on every backend.
-pub fn normal(seed: u64, n: usize) -> Vec<f32> {
-    let mut g = Lcg::new(seed);
-    let mut out = Vec::with_capacity(n + 1);
-    while out.len() < n {
-        let u1 = g.uniform().max(1e-12);
-        let u2 = g.uniform();
-        let r = (-2.0 * u1.ln()).sqrt();
-        out.push((r * (std::f64::consts::TAU * u2).cos()) as f32);
-        out.push((r * (std::f64::consts::TAU * u2).sin()) as f32);
-    }
-    out.truncate(n);
-    out
-}
+pub use coeff_harness::rng::normal;
 
 /// The epsilon-prediction loss on `x0: [n, 3, s, s]` in `[-1, 1]` with the given captions,
 /// timesteps and noise (both drawn by the caller from the step's seed).

@@ -181,6 +181,7 @@ pub(crate) fn base_stage<B: AutodiffBackend>(
         seed: 0,
         checkpoint_secs: cfg.checkpoint_secs,
         stop_after: None,
+        grad_accum: 1,
     };
     let mut trainer = Trainer::<B>::new(config, all, checkpoint_path(dir), &fingerprint)?;
     let unet = trainer.resume(unet, device)?;

@@ -191,6 +191,7 @@ pub fn train_run<B: AutodiffBackend>(
         seed: spec.seed,
         checkpoint_secs: cfg.checkpoint_secs,
         stop_after: ctl.stop_after,
+        grad_accum: 1,
     };
     let mut trainer = Trainer::<B>::new(
         config,

@@ -53,6 +53,7 @@ pub mod colors {
 
 mod axis;
 mod draw;
+mod grid;
 mod matrix;
 mod panel;
 mod series;
@@ -61,6 +62,7 @@ mod tests;
 
 pub use axis::*;
 use draw::*;
+pub use grid::write_grid;
 pub use matrix::MatrixPlot;
 pub use panel::*;
 pub use series::*;

@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 
 use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param};
+use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{FloatDType, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
@@ -104,6 +105,34 @@ impl<B: Backend> AdamW<B> {
         &mut self,
         model: M,
         grads: &AB::Gradients,
+        lr: &dyn Fn(&str) -> f64,
+    ) -> Result<(M, StepInfo)>
+    where
+        AB: AutodiffBackend<InnerBackend = B>,
+        M: AutodiffModule<AB>,
+    {
+        self.update(model, &Grads::<AB>::Raw(grads), lr)
+    }
+
+    /// [`AdamW::step_with`] on gradients by parameter id (`GradientsParams`): accumulated
+    /// over micro-batches, or all-reduced over devices.
+    pub fn step_params<AB, M>(
+        &mut self,
+        model: M,
+        grads: &GradientsParams,
+        lr: &dyn Fn(&str) -> f64,
+    ) -> Result<(M, StepInfo)>
+    where
+        AB: AutodiffBackend<InnerBackend = B>,
+        M: AutodiffModule<AB>,
+    {
+        self.update(model, &Grads::<AB>::Params(grads), lr)
+    }
+
+    fn update<AB, M>(
+        &mut self,
+        model: M,
+        grads: &Grads<'_, AB>,
         lr: &dyn Fn(&str) -> f64,
     ) -> Result<(M, StepInfo)>
     where
@@ -280,9 +309,28 @@ impl<B: Backend> AdamW<B> {
     }
 }
 
+/// Where the update reads a parameter's gradient: the autodiff graph's gradients, or
+/// gradients by parameter id.
+enum Grads<'a, AB: AutodiffBackend> {
+    Raw(&'a AB::Gradients),
+    Params(&'a GradientsParams),
+}
+
+impl<AB: AutodiffBackend> Grads<'_, AB> {
+    fn of<const D: usize>(
+        &self,
+        param: &Param<Tensor<AB, D>>,
+    ) -> Option<Tensor<AB::InnerBackend, D>> {
+        match self {
+            Grads::Raw(g) => param.val().grad(g),
+            Grads::Params(g) => g.get::<AB::InnerBackend, D>(param.id),
+        }
+    }
+}
+
 /// Sums the squared gradients of every trainable parameter.
 struct NormVisitor<'a, AB: AutodiffBackend> {
-    grads: &'a AB::Gradients,
+    grads: &'a Grads<'a, AB>,
     sum: Option<Tensor<AB::InnerBackend, 1>>,
     missing: Vec<String>,
     /// Path -> element count of every trainable parameter.
@@ -304,7 +352,7 @@ impl<AB: AutodiffBackend> ModuleVisitor<AB> for NormVisitor<'_, AB> {
         }
         self.numel
             .insert(self.stack.join("."), t.shape().num_elements());
-        match t.grad(self.grads) {
+        match self.grads.of(param) {
             Some(g) => {
                 // In f32: squares of f16 gradients underflow and their sum overflows.
                 let s = g.cast(FloatDType::F32).powi_scalar(2).sum();
@@ -320,7 +368,7 @@ impl<AB: AutodiffBackend> ModuleVisitor<AB> for NormVisitor<'_, AB> {
 
 /// Applies the AdamW update to every trainable parameter.
 struct UpdateMapper<'a, AB: AutodiffBackend> {
-    grads: &'a AB::Gradients,
+    grads: &'a Grads<'a, AB>,
     opt: &'a mut AdamW<AB::InnerBackend>,
     lr: &'a dyn Fn(&str) -> f64,
     scale: f64,
@@ -338,11 +386,12 @@ impl<AB: AutodiffBackend> ModuleMapper<AB> for UpdateMapper<'_, AB> {
         self.stack.pop();
     }
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<AB, D>>) -> Param<Tensor<AB, D>> {
+        let grad = self.grads.of(&param);
         let (id, tensor, mapper) = param.consume();
         if !tensor.is_require_grad() {
             return Param::from_mapped_value(id, tensor, mapper);
         }
-        let Some(grad) = tensor.grad(self.grads) else {
+        let Some(grad) = grad else {
             return Param::from_mapped_value(id, tensor, mapper);
         };
         let path = self.stack.join(".");

@@ -3,9 +3,10 @@
 //! ```text
 //! for step in resumed_step..total:
 //!     B::seed(step_seed(seed, step))              # dropout (Coeff alpha, LoRA) replays exactly
-//!     loss = loss_fn(&model, &step)               # the experiment: batch choice, forward, loss
-//!     stop if loss is not finite                  # the NaN guard; the last checkpoint is kept
-//!     grads = loss.backward()
+//!     for micro in 0..grad_accum:                 # gradient accumulation (1: the whole batch)
+//!         loss = loss_fn(&model, &step{micro})    # the experiment: batch choice, forward, loss
+//!         stop if loss is not finite              # the NaN guard; the last checkpoint is kept
+//!         grads += (loss / grad_accum).backward() # one micro-batch's graph at a time
 //!     model = AdamW(model, grads, lr per group)   # clip, NaN-guard the gradient norm, update
 //!     every `checkpoint_secs`, at the end and at `stop_after`: atomic checkpoint
 //! ```
@@ -16,6 +17,12 @@
 //! Because the backend generator is re-seeded from `(seed, step)` before every step, a run
 //! resumed at step `s` replays exactly the steps an uninterrupted run takes from `s` on, as long
 //! as the loss closure chooses its batch from the step index alone.
+//!
+//! With `grad_accum = K` the closure is called `K` times per step, for micro-batch
+//! [`Step::micro_batch`] of [`Step::micro_batches`]; when it returns the mean loss of its share
+//! of the step's batch times the share's weight ([`Step::micro_share`]), the summed gradient
+//! of the `loss / K` equals that of the whole batch's mean loss, with one micro-batch's
+//! activations alive at a time.
 //!
 //! Parameter groups are chosen by the same patterns as adapter targeting
 //! ([`target`](crate::peft::target)): a group applies to a parameter when the pattern matches
@@ -32,6 +39,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
+use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{ElementConversion, Tensor};
 use serde::{Deserialize, Serialize};
@@ -67,6 +75,17 @@ pub struct TrainerConfig {
     /// Stop (with a checkpoint) once this many steps are complete.
     #[serde(default)]
     pub stop_after: Option<usize>,
+    /// Micro-batches per optimizer step (gradient accumulation); 1 is the whole batch at once.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub grad_accum: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn is_one(k: &usize) -> bool {
+    *k == 1
 }
 
 /// The step the loss closure is asked to compute.
@@ -81,6 +100,33 @@ pub struct Step {
     /// The step's seed (the backend generator was just seeded with it): use it for any
     /// randomness of the step (augmentation, noise), so a resumed run replays it.
     pub seed: u64,
+    /// The micro-batch asked for, `0..micro_batches` (gradient accumulation).
+    pub micro_batch: usize,
+    /// Micro-batches of the step ([`TrainerConfig::grad_accum`]); 1 without accumulation.
+    pub micro_batches: usize,
+}
+
+impl Step {
+    /// This micro-batch's share of a step batch of `len` items: its index range (the `K`
+    /// parts differ by at most one item) and the weight to multiply the share's mean loss by,
+    /// `K * share / len`, so that the accumulated gradient is exactly that of the whole batch's
+    /// mean loss (1 when `K` divides `len`).
+    ///
+    /// Errors: fewer items than micro-batches (a share would be empty).
+    pub fn micro_share(&self, len: usize) -> Result<(std::ops::Range<usize>, f64)> {
+        let k = self.micro_batches.max(1);
+        if len < k {
+            return Err(PeftError::Training(format!(
+                "step {} has a batch of {len}, fewer than its {k} micro-batches (gradient \
+                 accumulation); use a batch of at least {k}",
+                self.index + 1
+            )));
+        }
+        let (part, extra) = (len / k, len % k);
+        let start = self.micro_batch * part + self.micro_batch.min(extra);
+        let size = part + usize::from(self.micro_batch < extra);
+        Ok((start..start + size, (k * size) as f64 / len as f64))
+    }
 }
 
 /// What the loss closure returns.
@@ -200,6 +246,11 @@ impl<B: AutodiffBackend> Trainer<B> {
     ) -> Result<Self> {
         if config.schedule.total_steps == 0 {
             return Err(PeftError::Training("the schedule has 0 steps".into()));
+        }
+        if config.grad_accum == 0 {
+            return Err(PeftError::Training(
+                "grad_accum is 0; it counts micro-batches per step (1: no accumulation)".into(),
+            ));
         }
         let lrs = [config.schedule.base_lr, config.schedule.min_lr];
         if let Some(bad) = lrs
@@ -331,23 +382,40 @@ impl<B: AutodiffBackend> Trainer<B> {
             let seed = step_seed(self.config.seed, index);
             B::seed(device, seed);
             let lr = self.config.schedule.lr(index);
-            let step = Step {
-                index,
-                total,
-                lr,
-                seed,
-            };
-            let out = loss_fn(&model, &step)?;
-            let loss_value: f64 = out.loss.clone().into_scalar().elem();
-            if !loss_value.is_finite() {
-                return Err(self
-                    .stopped(format!("the training loss is {loss_value}"), index)
-                    .into());
+            let k = self.config.grad_accum;
+            let mut accumulated = GradientsAccumulator::<M>::new();
+            let (mut loss_value, mut message) = (0.0, String::new());
+            for micro_batch in 0..k {
+                let step = Step {
+                    index,
+                    total,
+                    lr,
+                    seed,
+                    micro_batch,
+                    micro_batches: k,
+                };
+                let out = loss_fn(&model, &step)?;
+                let value: f64 = out.loss.clone().into_scalar().elem();
+                if !value.is_finite() {
+                    let part = if k > 1 {
+                        format!(" (micro-batch {} of {k})", micro_batch + 1)
+                    } else {
+                        String::new()
+                    };
+                    return Err(self
+                        .stopped(format!("the training loss is {value}{part}"), index)
+                        .into());
+                }
+                loss_value += value / k as f64;
+                message = out.message;
+                let loss = if k > 1 { out.loss / k as f64 } else { out.loss };
+                accumulated
+                    .accumulate(&model, GradientsParams::from_grads(loss.backward(), &model));
             }
-            let grads = out.loss.backward();
+            let grads = accumulated.grads();
             let (groups, base) = (&self.groups, self.config.schedule.base_lr);
             let lr_of = |path: &str| group_lr(groups, base, path, lr);
-            let (m, info) = match self.opt.step_with(model, &grads, &lr_of) {
+            let (m, info) = match self.opt.step_params(model, &grads, &lr_of) {
                 Ok(r) => r,
                 Err(e) => return Err(self.stopped(e.to_string(), index).into()),
             };
@@ -369,7 +437,7 @@ impl<B: AutodiffBackend> Trainer<B> {
                 lr,
                 grad_norm: info.grad_norm,
                 ms,
-                message: out.message,
+                message,
             });
             let stopping = self.config.stop_after.is_some_and(|k| self.state.step >= k)
                 && self.state.step < total;

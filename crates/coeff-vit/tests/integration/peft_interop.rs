@@ -42,9 +42,11 @@ fn max_abs<const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> f32 {
     (a - b).abs().max().into_scalar()
 }
 
-fn roundtrip(name: &str) {
+/// `name`, a PEFT folder made by `make_peft_fixtures.py` on the `base` fixture, loads here
+/// to PEFT's outputs, exports to PEFT's exact tensors and loads back.
+fn roundtrip(base: &str, name: &str) {
     let dev = Default::default();
-    let base = load_pretrained::<B>(fixture("hf_vit_cls"), &dev).unwrap();
+    let base = load_pretrained::<B>(fixture(base), &dev).unwrap();
     let reference = Checkpoint::open(fixture(name).join("reference.safetensors")).unwrap();
     let (model, injected) =
         import_peft(base.clone(), &fixture(name)).unwrap_or_else(|e| panic!("{e}"));
@@ -103,12 +105,74 @@ fn roundtrip(name: &str) {
 
 #[test]
 fn peft_lora_adapter_imports_and_exports() {
-    roundtrip("peft_lora_vit");
+    roundtrip("hf_vit_cls", "peft_lora_vit");
 }
 
 #[test]
 fn peft_dora_adapter_imports_and_exports() {
-    roundtrip("peft_dora_vit");
+    roundtrip("hf_vit_cls", "peft_dora_vit");
+}
+
+/// `Dinov2ForImageClassification` under PEFT: transformers 5 names
+/// (`dinov2.encoder.layer.N.attention.q_proj`, `mlp.fc1`) and the `classifier` on
+/// `[cls, mean patch]`.
+#[test]
+fn peft_lora_adapter_of_dinov2_imports_and_exports() {
+    roundtrip("dinov2_cls", "peft_lora_dinov2");
+
+    // The same adapter under transformers 4's module names (`attention.attention.query`).
+    let src = fixture("peft_lora_dinov2");
+    let dir = tempfile::tempdir().unwrap();
+    let theirs = Checkpoint::open(src.join("adapter_model.safetensors")).unwrap();
+    let mut renamed = std::collections::BTreeMap::new();
+    for k in theirs.keys() {
+        let old = k
+            .replace(".attention.q_proj.", ".attention.attention.query.")
+            .replace(".attention.v_proj.", ".attention.attention.value.");
+        renamed.insert(old, theirs.read_f32(&k).unwrap());
+    }
+    assert!(renamed
+        .keys()
+        .any(|k| k.contains("attention.attention.query")));
+    coeff_tuning::checkpoint::write_f32_safetensors(
+        &dir.path().join("adapter_model.safetensors"),
+        &renamed,
+    )
+    .unwrap();
+    let config = std::fs::read_to_string(src.join("adapter_config.json")).unwrap();
+    let config = config
+        .replace("\"q_proj\"", "\"query\"")
+        .replace("\"v_proj\"", "\"value\"");
+    std::fs::write(dir.path().join("adapter_config.json"), config).unwrap();
+    let base = load_pretrained::<B>(fixture("dinov2_cls"), &Default::default()).unwrap();
+    let reference = Checkpoint::open(src.join("reference.safetensors")).unwrap();
+    let (model, _) = import_peft(base, dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let (logits, _) = run(&model, &reference);
+    let e = max_abs(logits, reference_outputs(&reference).0);
+    assert!(e < 1e-4, "transformers 4 names: logits differ by {e}");
+}
+
+/// `CLIPForImageClassification` under PEFT: `vision_model.encoder.layers.N.self_attn.q_proj`.
+#[test]
+fn peft_lora_adapter_of_clip_imports_and_exports() {
+    roundtrip("clip_cls", "peft_lora_clip");
+}
+
+/// timm's fused `qkv` has no PEFT module per projection: a clear error, not a wrong file.
+#[test]
+fn peft_export_of_a_timm_vit_is_refused() {
+    use coeff_tuning::{inject, Method};
+    let base = load_pretrained::<B>(fixture("timm_vit"), &Default::default()).unwrap();
+    let (model, injected) = inject(base, &Method::Lora.config(2, &["query"])).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let err = export_peft(&model, &injected, dir.path())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("timm") && err.contains("adapter_config.json"),
+        "{err}"
+    );
+    assert!(!dir.path().join("adapter_model.safetensors").exists());
 }
 
 #[test]
@@ -138,9 +202,14 @@ fn unsupported_peft_options_are_refused() {
 fn our_adapters_export_with_reference_outputs() {
     use coeff_tuning::peft::params;
     use coeff_tuning::{inject, Method};
-    for (method, name) in [(Method::Lora, "lora"), (Method::Dora, "dora")] {
+    for (base_name, reference, method, name) in [
+        ("hf_vit_cls", "reference_square", Method::Lora, "lora"),
+        ("hf_vit_cls", "reference_square", Method::Dora, "dora"),
+        ("dinov2_cls", "reference", Method::Lora, "dinov2-lora"),
+        ("clip_cls", "reference", Method::Dora, "clip-dora"),
+    ] {
         let dev = Default::default();
-        let base = load_pretrained::<B>(fixture("hf_vit_cls"), &dev).unwrap();
+        let base = load_pretrained::<B>(fixture(base_name), &dev).unwrap();
         let mut cfg = method.config(3, &["query", "value", "fc1"]);
         cfg.modules_to_save = vec!["head".into()];
         let (model, injected) = inject(base, &cfg).unwrap();
@@ -159,7 +228,7 @@ fn our_adapters_export_with_reference_outputs() {
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("peft-export-{name}"));
         export_peft(&model, &injected, &dir).unwrap();
         let reference =
-            Checkpoint::open(fixture("hf_vit_cls").join("reference_square.safetensors")).unwrap();
+            Checkpoint::open(fixture(base_name).join(format!("{reference}.safetensors"))).unwrap();
         let (logits, hidden) = run(&model, &reference);
         let (s, px) = reference.read_f32("pixel_values").unwrap();
         let mut out = std::collections::BTreeMap::new();
@@ -175,7 +244,7 @@ fn our_adapters_export_with_reference_outputs() {
         coeff_tuning::checkpoint::write_f32_safetensors(&dir.join("reference.safetensors"), &out)
             .unwrap();
         let (again, _) = import_peft(
-            load_pretrained::<B>(fixture("hf_vit_cls"), &dev).unwrap(),
+            load_pretrained::<B>(fixture(base_name), &dev).unwrap(),
             &dir,
         )
         .unwrap();

@@ -1,0 +1,206 @@
+//! `tune dreambooth` end to end on the tiny SDXL folder of the coeff-sdxl fixtures and three
+//! real subject images (Twitter cat-face emoji, fetched with npm, pinned and sha256-checked):
+//! it trains, validates, writes the diffusers LoRA and our adapter, resumes a killed run to the
+//! same bytes, and what it wrote loads back through `sample --lora` (both files).
+
+use std::path::{Path, PathBuf};
+
+use coeff_harness::testing;
+
+const BIN: &str = env!("CARGO_BIN_EXE_coeff");
+
+fn pipeline() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../coeff-sdxl/tests/fixtures/sdxl_pipeline_tiny")
+}
+
+/// `dir/<n>.png`: the first three cat-face emoji, 64x64 RGB.
+fn subject(dir: &Path) {
+    let emoji =
+        coeff_data::emoji::twitter_emoji(&coeff_vit::cache_dir(), [1.0, 1.0, 1.0], &mut |m| {
+            eprintln!("{m}")
+        })
+        .expect("the emoji package (npm) is needed for this test");
+    let cats: Vec<_> = emoji
+        .iter()
+        .filter(|e| e.subcategory == "cat-face")
+        .take(3)
+        .collect();
+    assert_eq!(cats.len(), 3, "three cat-face emoji");
+    std::fs::create_dir_all(dir).unwrap();
+    for (i, e) in cats.iter().enumerate() {
+        super::common::write_png(&e.image, &dir.join(format!("{i}.png")));
+    }
+}
+
+fn args<'a>(pipeline: &'a str, data: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec![
+        "tune",
+        "dreambooth",
+        "--pipeline",
+        pipeline,
+        "--instance-data-dir",
+        data,
+        "--instance-prompt",
+        "a photo of sks cat",
+        "--out",
+        out,
+    ];
+    v.extend_from_slice(extra);
+    v
+}
+
+const RUN: &[&str] = &[
+    "--method",
+    "lora+coeff",
+    "--max-train-steps",
+    "4",
+    "--train-batch-size",
+    "2",
+    "--gradient-accumulation-steps",
+    "2",
+    "--checkpointing-steps",
+    "2",
+    "--learning-rate",
+    "0.01",
+    "--random-flip",
+    "--validation-prompt",
+    "a photo of sks cat",
+    "--validation-steps",
+    "2",
+    "--num-validation-images",
+    "2",
+    "--validation-inference-steps",
+    "2",
+];
+
+#[test]
+fn tune_dreambooth_trains_resumes_and_loads_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("subject");
+    subject(&data);
+    let (p, d) = (pipeline(), data.display().to_string());
+    let p = p.display().to_string();
+
+    let straight = tmp.path().join("straight");
+    let s = straight.display().to_string();
+    testing::succeeds(BIN, Path::new("."), &args(&p, &d, &s, RUN));
+    for f in [
+        "pytorch_lora_weights.safetensors",
+        "adapter/coeff_adapter.safetensors",
+        "adapter/coeff_adapter_config.json",
+        "validation/step-2.png",
+        "validation/step-4.png",
+        "checkpoint.safetensors",
+        "metrics.json",
+    ] {
+        assert!(straight.join(f).is_file(), "{f} missing");
+    }
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(straight.join("metrics.json")).unwrap())
+            .unwrap();
+    assert_eq!(metrics["finished"], true);
+    assert_eq!(metrics["validations"].as_array().unwrap().len(), 2);
+    assert!(metrics["trainable_params"].as_u64().unwrap() > 0);
+    assert!(metrics["step_ms"].as_f64().unwrap() > 0.0);
+    // diffusers reads the LoRA config from the file's header.
+    let lora = std::fs::read(straight.join("pytorch_lora_weights.safetensors")).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&lora).unwrap();
+    let meta = meta.metadata().clone().unwrap_or_default();
+    assert!(meta.contains_key("lora_adapter_metadata"), "{meta:?}");
+
+    // Killed after two steps (with a checkpoint), then resumed: the same bytes.
+    let resumed = tmp.path().join("resumed");
+    let r = resumed.display().to_string();
+    let stop: Vec<&str> = [RUN, &["--stop-after", "2"]].concat();
+    testing::succeeds(BIN, Path::new("."), &args(&p, &d, &r, &stop));
+    assert!(!resumed.join("pytorch_lora_weights.safetensors").exists());
+    let log = testing::succeeds(BIN, Path::new("."), &args(&p, &d, &r, RUN));
+    assert!(log.contains("resuming"), "{log}");
+    for f in [
+        "pytorch_lora_weights.safetensors",
+        "adapter/coeff_adapter.safetensors",
+        "validation/step-4.png",
+    ] {
+        assert_eq!(
+            std::fs::read(straight.join(f)).unwrap(),
+            std::fs::read(resumed.join(f)).unwrap(),
+            "{f}: the resumed run differs"
+        );
+    }
+    // Other settings in the same folder are refused.
+    let other: Vec<&str> = [RUN, &["--seed", "1"]].concat();
+    testing::fails_saying(
+        BIN,
+        Path::new("."),
+        &args(&p, &d, &r, &other),
+        &["other settings"],
+    );
+
+    // Both outputs load in `sample --lora` and change the image.
+    let png = |name: &str, extra: &[&str]| {
+        let out = tmp.path().join(name);
+        let o = out.display().to_string();
+        let mut a = vec![
+            "sample",
+            "--pipeline",
+            &p,
+            "--steps",
+            "2",
+            "--prompt",
+            "a photo of sks cat",
+            "--output",
+            &o,
+        ];
+        a.extend_from_slice(extra);
+        testing::succeeds(BIN, Path::new("."), &a);
+        std::fs::read(&out).unwrap()
+    };
+    let lora_file = straight
+        .join("pytorch_lora_weights.safetensors")
+        .display()
+        .to_string();
+    let ours = straight.join("adapter").display().to_string();
+    let bare = png("bare.png", &[]);
+    let with_lora = png("lora.png", &["--lora", &lora_file]);
+    let with_ours = png("ours.png", &["--lora", &ours]);
+    assert_ne!(bare, with_lora, "the diffusers LoRA changed nothing");
+    assert_ne!(with_lora, with_ours, "Coeff's alpha changed nothing");
+}
+
+#[test]
+fn tune_dreambooth_refuses_flags_that_cannot_take_effect() {
+    let tmp = tempfile::tempdir().unwrap();
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let (p, d) = (
+        pipeline().display().to_string(),
+        empty.display().to_string(),
+    );
+    let o = tmp.path().join("out").display().to_string();
+    let fails = |extra: &[&str], needles: &[&str]| {
+        testing::fails_saying(BIN, Path::new("."), &args(&p, &d, &o, extra), needles);
+    };
+    fails(&["--method", "lora", "--coeff-lr", "0.1"], &["--coeff-lr"]);
+    fails(&["--method", "coeff", "--targets", "query"], &["--targets"]);
+    fails(&["--validation-steps", "2"], &["--validation-prompt"]);
+    fails(
+        &["--guidance-scale", "3"],
+        &["--guidance-scale", "--validation-prompt"],
+    );
+    fails(&["--resolution", "14"], &["--resolution 14", "multiple"]);
+    fails(
+        &["--gradient-accumulation-steps", "2"],
+        &["--gradient-accumulation-steps 2"],
+    );
+    fails(&["--lr-warmup-steps", "600"], &["--lr-warmup-steps"]);
+    // A folder without images.
+    fails(&[], &["no image files", "empty"]);
+    // The output inside an input.
+    let inside = pipeline().join("unet").display().to_string();
+    testing::fails_saying(
+        BIN,
+        Path::new("."),
+        &args(&p, &d, &inside, &[]),
+        &["--out", "--pipeline"],
+    );
+}
