@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""Write a class-per-folder image set from Twitter's emoji artwork, for `tune classify`.
+"""Write a class-per-folder image set from Twitter's emoji artwork, for `tune classify`, or
+one subcategory's images straight into a folder, for `tune dreambooth`.
 
     python3 scripts/data/emoji_folder.py OUT [--classes N] [--per-class K] [--min M]
+    python3 scripts/data/emoji_folder.py OUT --subcategory cat-face [--per-class K]
 
 Fetches the pinned npm package (``npm pack emoji-datasource-twitter@16.0.0``, sha256-checked,
 the same package the concept experiment reads), and writes ``OUT/<subcategory>/<short_name>.png``
@@ -29,6 +31,7 @@ def main() -> int:
     ap.add_argument("--classes", type=int, default=5)
     ap.add_argument("--per-class", type=int, default=20)
     ap.add_argument("--min", type=int, default=20)
+    ap.add_argument("--subcategory", help="only this subcategory, its images directly in OUT")
     a = ap.parse_args()
     if a.out.exists() and any(a.out.iterdir()):
         sys.exit(f"{a.out} exists and is not empty; give a new folder")
@@ -45,12 +48,17 @@ def main() -> int:
             for e in meta:
                 if e.get("has_img_twitter"):
                     groups.setdefault(e["subcategory"], []).append(e)
-            chosen = [(s, es) for s, es in groups.items() if len(es) >= a.min][: a.classes]
-            if len(chosen) < a.classes:
+            if a.subcategory:
+                if a.subcategory not in groups:
+                    sys.exit(f"no subcategory {a.subcategory!r}; there are {', '.join(groups)}")
+                chosen = [(a.subcategory, groups[a.subcategory])]
+            else:
+                chosen = [(s, es) for s, es in groups.items() if len(es) >= a.min][: a.classes]
+            if not a.subcategory and len(chosen) < a.classes:
                 sys.exit(f"only {len(chosen)} subcategories have at least {a.min} emoji")
             for sub, es in chosen:
-                d = a.out / sub
-                d.mkdir(parents=True)
+                d = a.out if a.subcategory else a.out / sub
+                d.mkdir(parents=True, exist_ok=True)
                 for e in es[: a.per_class]:
                     data = tar.extractfile(f"package/img/twitter/64/{e['image']}").read()
                     (d / f"{e['short_name']}.png").write_bytes(data)

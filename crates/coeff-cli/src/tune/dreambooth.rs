@@ -862,7 +862,8 @@ fn validate<B: Backend>(
     let dir = args.out.join("validation");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let grid = format!("validation/step-{step}.png");
-    coeff_harness::plot::write_grid(&args.out.join(&grid), &[images], 1)?;
+    // Small pipelines: magnified to at least 256 px a side.
+    coeff_harness::plot::write_grid(&args.out.join(&grid), &[images], (256 / side).max(1))?;
     Ok(Validation {
         step,
         grid,
