@@ -204,3 +204,124 @@ fn tune_dreambooth_refuses_flags_that_cannot_take_effect() {
         &["--out", "--pipeline"],
     );
 }
+
+/// The adapter tensors of a run, by name.
+fn adapter(out: &Path) -> Vec<(String, Vec<f32>)> {
+    let bytes = std::fs::read(out.join("adapter/coeff_adapter.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut v: Vec<(String, Vec<f32>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(k, t)| {
+            let x = t
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect();
+            (k, x)
+        })
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+fn max_diff(a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .flat_map(|((ka, x), (kb, y))| {
+            assert_eq!(ka, kb);
+            x.iter().zip(y).map(|(p, q)| (p - q).abs())
+        })
+        .fold(0f32, f32::max)
+}
+
+/// Prior preservation generates the missing class images once (with the base pipeline) and
+/// trains on them; a weight of 0 gives the run without it. Query-chunked attention with the
+/// recomputing backward gives the eager run's adapter.
+#[test]
+fn tune_dreambooth_prior_preservation_and_attention_chunks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("subject");
+    subject(&data);
+    let class_dir = tmp.path().join("class");
+    let (p, d) = (pipeline().display().to_string(), data.display().to_string());
+    let c = class_dir.display().to_string();
+    let base = [
+        "--method",
+        "lora+coeff",
+        "--max-train-steps",
+        "3",
+        "--train-batch-size",
+        "2",
+        "--learning-rate",
+        "0.01",
+    ];
+    let prior = [
+        "--with-prior-preservation",
+        "--class-data-dir",
+        &c,
+        "--class-prompt",
+        "a photo of a cat",
+        "--num-class-images",
+        "3",
+        "--class-inference-steps",
+        "2",
+    ];
+    let run = |name: &str, extra: &[&str]| -> PathBuf {
+        let out = tmp.path().join(name);
+        let o = out.display().to_string();
+        let flags: Vec<&str> = [&base[..], extra].concat();
+        testing::succeeds(BIN, Path::new("."), &args(&p, &d, &o, &flags));
+        out
+    };
+
+    let a = run("prior-a", &prior);
+    let mut made: Vec<String> = std::fs::read_dir(&class_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    made.sort();
+    assert_eq!(made, ["class-0000.png", "class-0001.png", "class-0002.png"]);
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(a.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(
+        metrics["settings"]["prior"]["images"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    let first = std::fs::read(class_dir.join("class-0000.png")).unwrap();
+    // A second run finds the class images and makes the same adapter.
+    let b = run("prior-b", &prior);
+    assert_eq!(
+        std::fs::read(class_dir.join("class-0000.png")).unwrap(),
+        first
+    );
+    assert_eq!(max_diff(&adapter(&a), &adapter(&b)), 0.0);
+
+    let plain = adapter(&run("plain", &[]));
+    let weight0: Vec<&str> = [&prior[..], &["--prior-loss-weight", "0"]].concat();
+    let zero = adapter(&run("prior-0", &weight0));
+    let e = max_diff(&plain, &zero);
+    assert!(
+        e < 1e-5,
+        "--prior-loss-weight 0 differs from no prior by {e}"
+    );
+    assert!(
+        max_diff(&plain, &adapter(&a)) > 1e-4,
+        "the class images changed nothing"
+    );
+
+    // 64 latent tokens at 16 px: chunks of 16 rows, the maps recomputed in the backward pass.
+    let chunked = adapter(&run("chunked", &["--attention-chunk", "16"]));
+    let eager = adapter(&run("eager", &["--attention-chunk", "0"]));
+    let e = max_diff(&chunked, &eager);
+    assert!(e < 1e-4, "chunked attention differs from eager by {e}");
+    assert_eq!(
+        max_diff(&plain, &eager),
+        0.0,
+        "the default (1024) is eager at 64 tokens"
+    );
+}
