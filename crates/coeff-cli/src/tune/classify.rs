@@ -577,7 +577,7 @@ pub fn run<B: AutodiffBackend>(args: &ClassifyArgs, device: &B::Device) -> Resul
         classes: classes.clone(),
         images: (train_set.len(), val_set.len()),
         init_adapter: match &args.init_adapter {
-            Some(p) => Some(adapter_identity(p)?),
+            Some(p) => Some(super::adapter_identity(p)?),
             None => None,
         },
     };
@@ -1003,18 +1003,6 @@ fn plot_curves(out: &Path, metrics: &Metrics, losses: &[f32], per_epoch: usize) 
         .save_png(&out.join("curves.png"))
 }
 
-/// The folder of an `--init-adapter` and the sha256 of its weights (what the run is tied to).
-fn adapter_identity(path: &Path) -> Result<(PathBuf, String)> {
-    let weights = AdapterSource::detect(path)?
-        .files()
-        .into_iter()
-        .find(|f| f.extension().and_then(|e| e.to_str()) == Some("safetensors"))
-        .context("the adapter has no weights file")?;
-    let bytes =
-        std::fs::read(&weights).with_context(|| format!("reading {}", weights.display()))?;
-    Ok((path.to_path_buf(), coeff_assets::sha256_hex(&bytes)))
-}
-
 /// `model` (with its fresh head) with the adapter at `path` loaded instead of a fresh one.
 /// The adapter must be of `method`'s kind; its head replaces the fresh one when it has one.
 fn start_from<B: AutodiffBackend>(
@@ -1030,7 +1018,7 @@ fn start_from<B: AutodiffBackend>(
                 &dir.join(coeff_tuning::peft::ADAPTER_CONFIG_FILE),
             )
             .with_context(context)?;
-            same_kind(&saved, run, method, path)?;
+            super::same_kind(&saved, run, method.name(), path)?;
             coeff_tuning::load_adapter(model, &dir).with_context(context)?
         }
         AdapterSource::Peft(dir) => {
@@ -1043,7 +1031,7 @@ fn start_from<B: AutodiffBackend>(
             );
             let (model, injected) =
                 coeff_vit::peft_format::import_peft(model, &dir).with_context(context)?;
-            same_kind(&injected.config, run, method, path)?;
+            super::same_kind(&injected.config, run, method.name(), path)?;
             (model, injected)
         }
         other => return Err(other.unsupported("vision transformer")),
@@ -1057,30 +1045,4 @@ fn start_from<B: AutodiffBackend>(
         return Ok((model, injected));
     }
     Ok((model, injected))
-}
-
-/// The adapter's parts are the method's: LoRA or DoRA (or none), Coeff-Tuning (or not).
-fn same_kind(saved: &PeftConfig, run: &PeftConfig, method: TuneMethod, path: &Path) -> Result<()> {
-    let kind = |c: &PeftConfig| (c.lora.as_ref().map(|l| l.use_dora), c.coeff.is_some());
-    let name = |(lora, coeff): (Option<bool>, bool)| {
-        let w = match lora {
-            None => "",
-            Some(false) => "lora",
-            Some(true) => "dora",
-        };
-        match (w, coeff) {
-            ("", true) => "coeff".to_string(),
-            ("", false) => "linear".to_string(),
-            (w, true) => format!("{w}+coeff"),
-            (w, false) => w.to_string(),
-        }
-    };
-    ensure!(
-        kind(saved) == kind(run),
-        "--init-adapter {} is a {} adapter; --method {} does not match it",
-        path.display(),
-        name(kind(saved)),
-        method.name()
-    );
-    Ok(())
 }

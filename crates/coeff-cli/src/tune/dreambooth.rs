@@ -44,6 +44,9 @@ use coeff_tuning::train::{
 use coeff_tuning::{inject, Injected, Method};
 use serde::{Deserialize, Serialize};
 
+use crate::adapter::AdapterSource;
+use crate::infer::diffusion::adapted_unet;
+
 /// Most subject images read (DreamBooth uses 3-10).
 pub const MAX_INSTANCE_IMAGES: usize = 1000;
 /// The diffusers-format LoRA file written into `--out`.
@@ -123,9 +126,9 @@ pub struct DreamboothArgs {
     /// What to tune.
     #[arg(long, value_enum, default_value = "lora+coeff")]
     pub method: DreamMethod,
-    /// LoRA / DoRA rank.
-    #[arg(long, default_value_t = 4)]
-    pub rank: usize,
+    /// LoRA / DoRA rank [default: 4].
+    #[arg(long)]
+    pub rank: Option<usize>,
     /// LoRA / DoRA alpha (the update is scaled by alpha / rank) [default: the rank, as
     /// diffusers' script sets it].
     #[arg(long)]
@@ -135,9 +138,9 @@ pub struct DreamboothArgs {
     /// cross-attention) or `re:` regexes, comma-separated [default: query,key,value,output].
     #[arg(long, value_delimiter = ',')]
     pub targets: Option<Vec<String>>,
-    /// Attentions with Coeff-Tuning's alpha.
-    #[arg(long, value_enum, default_value = "both")]
-    pub coeff_on: CoeffOn,
+    /// Attentions with Coeff-Tuning's alpha [default: both].
+    #[arg(long, value_enum)]
+    pub coeff_on: Option<CoeffOn>,
     /// Peak learning rate of Coeff-Tuning's alpha [default: --learning-rate].
     #[arg(long)]
     pub coeff_lr: Option<f64>,
@@ -228,6 +231,12 @@ pub struct DreamboothArgs {
     /// 1024 px has 4096-token layers); 0: every layer eager.
     #[arg(long, default_value_t = 1024)]
     pub attention_chunk: usize,
+    /// Start from this adapter instead of a fresh one: ours (an earlier run's `adapter/`), a
+    /// PEFT folder, or a diffusers / kohya LoRA file. It fixes the method's parts, so
+    /// `--method` must name its kind and `--rank`, `--lora-alpha`, `--targets`, `--coeff-on`,
+    /// `--coeff-dropout` are errors beside it.
+    #[arg(long)]
+    pub init_adapter: Option<PathBuf>,
 }
 
 /// The settings a run's checkpoint is tied to.
@@ -262,6 +271,9 @@ pub struct Settings {
     pub prior: Option<PriorSettings>,
     /// Query rows per attention chunk (0: eager).
     pub attention_chunk: usize,
+    /// The starting adapter and the sha256 of its weights file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_adapter: Option<(PathBuf, String)>,
 }
 
 /// Prior preservation's settings.
@@ -381,8 +393,24 @@ fn check_args(args: &DreamboothArgs) -> Result<()> {
         "--stop-after 0: stop after at least one step"
     );
     let method = args.method.peft();
+    if let Some(path) = &args.init_adapter {
+        for (flag, given) in [
+            ("--rank", args.rank.is_some()),
+            ("--lora-alpha", args.lora_alpha.is_some()),
+            ("--targets", args.targets.is_some()),
+            ("--coeff-on", args.coeff_on.is_some()),
+            ("--coeff-dropout", args.coeff_dropout.is_some()),
+        ] {
+            ensure!(
+                !given,
+                "{flag} cannot be set beside --init-adapter {}: the adapter fixes it",
+                path.display()
+            );
+        }
+    }
     if method.lora(1).is_none() {
         for (flag, given) in [
+            ("--rank", args.rank.is_some()),
             ("--lora-alpha", args.lora_alpha.is_some()),
             ("--targets", args.targets.is_some()),
         ] {
@@ -392,11 +420,12 @@ fn check_args(args: &DreamboothArgs) -> Result<()> {
             );
         }
     } else {
-        ensure!(
-            (1..=MAX_LORA_RANK).contains(&args.rank),
-            "--rank {}: must be in 1..={MAX_LORA_RANK}",
-            args.rank
-        );
+        if let Some(r) = args.rank {
+            ensure!(
+                (1..=MAX_LORA_RANK).contains(&r),
+                "--rank {r}: must be in 1..={MAX_LORA_RANK}"
+            );
+        }
         if let Some(a) = args.lora_alpha {
             ensure!(positive(a), "--lora-alpha {a}: must be a positive number");
         }
@@ -405,7 +434,7 @@ fn check_args(args: &DreamboothArgs) -> Result<()> {
         for (flag, given) in [
             ("--coeff-lr", args.coeff_lr.is_some()),
             ("--coeff-dropout", args.coeff_dropout.is_some()),
-            ("--coeff-on", args.coeff_on != CoeffOn::Both),
+            ("--coeff-on", args.coeff_on.is_some()),
         ] {
             ensure!(
                 !given,
@@ -726,7 +755,9 @@ pub fn run<B: AutodiffBackend>(args: &DreamboothArgs, device: &B::Device) -> Res
             .map(String::from)
             .to_vec()
     });
-    let lora_alpha = args.lora_alpha.unwrap_or(args.rank as f64);
+    let rank = args.rank.unwrap_or(4);
+    let coeff_on = args.coeff_on.unwrap_or(CoeffOn::Both);
+    let lora_alpha = args.lora_alpha.unwrap_or(rank as f64);
     let coeff_dropout = args.coeff_dropout.unwrap_or(0.2);
     let coeff_lr = args.coeff_lr.unwrap_or(args.learning_rate);
     let total = args.max_train_steps;
@@ -760,9 +791,9 @@ pub fn run<B: AutodiffBackend>(args: &DreamboothArgs, device: &B::Device) -> Res
         prompt: args.instance_prompt.clone(),
         method: args.method,
         lora: method
-            .lora(args.rank)
-            .map(|_| (args.rank, lora_alpha, targets.clone())),
-        coeff: method.has_coeff().then_some((args.coeff_on, coeff_dropout)),
+            .lora(rank)
+            .map(|_| (rank, lora_alpha, targets.clone())),
+        coeff: method.has_coeff().then_some((coeff_on, coeff_dropout)),
         lr: (args.learning_rate, coeff_lr),
         schedule: (args.lr_scheduler, args.lr_warmup_steps, total),
         optimizer: (args.adam_weight_decay, args.max_grad_norm),
@@ -778,6 +809,10 @@ pub fn run<B: AutodiffBackend>(args: &DreamboothArgs, device: &B::Device) -> Res
             _ => None,
         },
         attention_chunk: args.attention_chunk,
+        init_adapter: match &args.init_adapter {
+            Some(p) => Some(super::adapter_identity(p)?),
+            None => None,
+        },
     };
     let fingerprint = serde_json::to_string(&settings)?;
     std::fs::create_dir_all(&args.out)
@@ -832,7 +867,7 @@ pub fn run<B: AutodiffBackend>(args: &DreamboothArgs, device: &B::Device) -> Res
     let (_, unet) = coeff_sdxl::load_unet::<B>(args.pipeline.join("unet"), device)?;
     let unet = set_trainable(unet, &[]);
     let mut pc = method.config(
-        args.rank,
+        rank,
         &targets.iter().map(String::as_str).collect::<Vec<_>>(),
     );
     if let Some(l) = pc.lora.as_mut() {
@@ -840,15 +875,37 @@ pub fn run<B: AutodiffBackend>(args: &DreamboothArgs, device: &B::Device) -> Res
     }
     if let Some(c) = pc.coeff.as_mut() {
         c.dropout = coeff_dropout;
-        pc.coeff_targets = match args.coeff_on {
+        pc.coeff_targets = match coeff_on {
             CoeffOn::SelfAttention => vec!["attn".into()],
             CoeffOn::Cross => vec!["cross_attn".into()],
             CoeffOn::Both => Vec::new(),
         };
     }
     B::seed(device, args.seed);
-    let (unet, injected) =
-        inject(unet, &pc).with_context(|| format!("applying {} to the UNet", method.name()))?;
+    let (unet, injected) = match &args.init_adapter {
+        Some(path) => {
+            if !matches!(AdapterSource::detect(path)?, AdapterSource::Ours(_)) {
+                ensure!(
+                    pc.coeff.is_none(),
+                    "--init-adapter {}: a PEFT or LoRA file has no Coeff-Tuning alpha; --method \
+                     {} needs one (start from our own adapter, or use --method lora / dora)",
+                    path.display(),
+                    method.name()
+                );
+            }
+            let (unet, injected) = adapted_unet(unet, &unet_config, path)
+                .with_context(|| format!("--init-adapter {}", path.display()))?;
+            super::same_kind(&injected.config, &pc, method.name(), path)?;
+            // Exactly the adapter trains, whichever reader loaded it.
+            (
+                set_trainable(unet, &injected.trainable_prefixes()),
+                injected,
+            )
+        }
+        None => {
+            inject(unet, &pc).with_context(|| format!("applying {} to the UNet", method.name()))?
+        }
+    };
     let mut metrics = previous.unwrap_or(Metrics {
         settings,
         trainable_params: injected.params.trainable,

@@ -76,3 +76,50 @@ pub(crate) fn step_bar(total: usize, done: usize) -> indicatif::ProgressBar {
     bar.set_position(done as u64);
     bar
 }
+
+/// The folder of an `--init-adapter` and the sha256 of its weights (what the run is tied to).
+pub(crate) fn adapter_identity(
+    path: &std::path::Path,
+) -> anyhow::Result<(std::path::PathBuf, String)> {
+    use anyhow::Context;
+    let weights = crate::adapter::AdapterSource::detect(path)?
+        .files()
+        .into_iter()
+        .find(|f| f.extension().and_then(|e| e.to_str()) == Some("safetensors"))
+        .context("the adapter has no weights file")?;
+    let bytes =
+        std::fs::read(&weights).with_context(|| format!("reading {}", weights.display()))?;
+    Ok((path.to_path_buf(), coeff_assets::sha256_hex(&bytes)))
+}
+
+/// The adapter's parts are the method's: LoRA or DoRA (or none), Coeff-Tuning (or not).
+pub(crate) fn same_kind(
+    saved: &coeff_tuning::PeftConfig,
+    run: &coeff_tuning::PeftConfig,
+    method: &str,
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
+    let kind =
+        |c: &coeff_tuning::PeftConfig| (c.lora.as_ref().map(|l| l.use_dora), c.coeff.is_some());
+    let name = |(lora, coeff): (Option<bool>, bool)| {
+        let w = match lora {
+            None => "",
+            Some(false) => "lora",
+            Some(true) => "dora",
+        };
+        match (w, coeff) {
+            ("", true) => "coeff".to_string(),
+            ("", false) => "linear".to_string(),
+            (w, true) => format!("{w}+coeff"),
+            (w, false) => w.to_string(),
+        }
+    };
+    anyhow::ensure!(
+        kind(saved) == kind(run),
+        "--init-adapter {} is a {} adapter; --method {} does not match it",
+        path.display(),
+        name(kind(saved)),
+        method
+    );
+    Ok(())
+}

@@ -325,3 +325,79 @@ fn tune_dreambooth_prior_preservation_and_attention_chunks() {
         "the default (1024) is eager at 64 tokens"
     );
 }
+
+/// `--init-adapter`: a run starts from an earlier run's diffusers LoRA file or our folder (at
+/// lr 1e-12 one step gives it back), trains it further at a real rate, and refuses an adapter
+/// of another kind or flags the adapter fixes.
+#[test]
+fn tune_dreambooth_starts_from_an_adapter() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("subject");
+    subject(&data);
+    let (p, d) = (pipeline().display().to_string(), data.display().to_string());
+    let out = |name: &str| tmp.path().join(name).display().to_string();
+    let first = out("first");
+    let base = ["--method", "lora", "--train-batch-size", "2"];
+    let flags = |extra: &[&str]| -> Vec<String> {
+        base.iter().chain(extra).map(|s| s.to_string()).collect()
+    };
+    let run = |o: &str, extra: &[&str]| {
+        let f = flags(extra);
+        let f: Vec<&str> = f.iter().map(String::as_str).collect();
+        testing::succeeds(BIN, Path::new("."), &args(&p, &d, o, &f));
+    };
+    run(
+        &first,
+        &["--max-train-steps", "2", "--learning-rate", "0.01"],
+    );
+    let trained = adapter(Path::new(&first));
+    let file = format!("{first}/pytorch_lora_weights.safetensors");
+    let ours = format!("{first}/adapter");
+    for (name, init) in [("from-file", &file), ("from-ours", &ours)] {
+        let o = out(name);
+        run(
+            &o,
+            &[
+                "--max-train-steps",
+                "1",
+                "--learning-rate",
+                "1e-12",
+                "--init-adapter",
+                init,
+            ],
+        );
+        let e = max_diff(&trained, &adapter(Path::new(&o)));
+        assert!(e < 1e-5, "{name}: differs from the starting adapter by {e}");
+    }
+    let further = out("further");
+    run(
+        &further,
+        &[
+            "--max-train-steps",
+            "2",
+            "--learning-rate",
+            "0.01",
+            "--init-adapter",
+            &file,
+        ],
+    );
+    assert!(
+        max_diff(&trained, &adapter(Path::new(&further))) > 1e-4,
+        "it did not train"
+    );
+
+    let fails = |extra: &[&str], needles: &[&str]| {
+        let o = out("refused");
+        let mut a = args(&p, &d, &o, extra);
+        a.extend_from_slice(&["--init-adapter", &ours]);
+        testing::fails_saying(BIN, Path::new("."), &a, needles);
+    };
+    fails(
+        &["--method", "lora+coeff"],
+        &["is a lora adapter", "lora+coeff"],
+    );
+    fails(
+        &["--method", "lora", "--rank", "8"],
+        &["--rank", "--init-adapter"],
+    );
+}
