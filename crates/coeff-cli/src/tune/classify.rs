@@ -70,13 +70,16 @@ pub enum TuneMethod {
     #[value(name = "dora+coeff")]
     #[serde(rename = "dora+coeff")]
     DoraCoeff,
+    /// Every parameter (full fine-tuning); `OUT/adapter` then holds the whole model in our
+    /// format (`infer --adapter` loads it), and there is no PEFT export.
+    Full,
 }
 
 impl TuneMethod {
     /// The core crate's method, `None` for the linear probe.
     pub fn peft(self) -> Option<Method> {
         match self {
-            Self::Linear => None,
+            Self::Linear | Self::Full => None,
             Self::Coeff => Some(Method::Coeff),
             Self::Lora => Some(Method::Lora),
             Self::LoraCoeff => Some(Method::LoraCoeff),
@@ -87,7 +90,10 @@ impl TuneMethod {
 
     /// Its name on the command line.
     pub fn name(self) -> &'static str {
-        self.peft().map_or("linear", Method::name)
+        match self {
+            Self::Full => "full",
+            _ => self.peft().map_or("linear", Method::name),
+        }
     }
 }
 
@@ -402,6 +408,11 @@ fn check_args(args: &ClassifyArgs) -> Result<()> {
             );
         }
     }
+    ensure!(
+        !(args.method == TuneMethod::Full && args.init_adapter.is_some()),
+        "--init-adapter with --method full: a full fine-tune starts from the checkpoint itself \
+         (give the tuned weights as --checkpoint)"
+    );
     if args.method == TuneMethod::Linear && args.augment {
         bail!(
             "--augment: the linear probe trains on features cached once from the unaugmented \
@@ -656,7 +667,19 @@ pub fn run<B: AutodiffBackend>(args: &ClassifyArgs, device: &B::Device) -> Resul
             modules_to_save: Vec::new(),
         },
     };
-    pc.modules_to_save = vec!["head".into()];
+    pc.modules_to_save = if args.method == TuneMethod::Full {
+        // Every top-level module and tensor (the head, the class token among them), trained
+        // and saved whole.
+        let mut top: Vec<String> = coeff_tuning::params::all_param_shapes(&model)
+            .into_keys()
+            .map(|p| p.split('.').next().unwrap_or_default().to_string())
+            .collect();
+        top.sort();
+        top.dedup();
+        top
+    } else {
+        vec!["head".into()]
+    };
     let (model, injected) = match &args.init_adapter {
         Some(path) => start_from(model, &pc, args.method, path)?,
         None => {
@@ -900,7 +923,11 @@ fn write_adapter<B: AutodiffBackend>(
     }
     coeff_tuning::save_adapter(model, injected, &partial)
         .with_context(|| format!("writing the adapter into {}", partial.display()))?;
-    let peft = if injected.lora_layers.is_empty() {
+    let peft = if injected.lora_layers.is_empty() && injected.saved_modules.len() > 1 {
+        "none: a full fine-tune is a whole model, not an adapter; our adapter files hold it \
+         (every module as modules_to_save)"
+            .to_string()
+    } else if injected.lora_layers.is_empty() {
         "none: PEFT has no Coeff-Tuning and no head-only adapter; our adapter files hold \
          everything"
             .to_string()

@@ -460,3 +460,62 @@ fn tune_classify_dinov2_grad_accum_and_peft_export() {
         .fold(0f32, f32::max);
     assert!(diff <= 1e-5, "PEFT export vs ours: max |diff| {diff}");
 }
+
+/// `--method full`: every parameter trains, `OUT/adapter` holds the whole model in our format
+/// and `infer --adapter` runs it; no PEFT export.
+#[test]
+fn tune_classify_full_fine_tunes_every_parameter() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("images");
+    emoji_folder(&data);
+    let out = tmp.path().join("full");
+    tune(
+        &data,
+        &out,
+        &["--method", "full", "--epochs", "1", "--lr", "1e-3"],
+    );
+    let m = metrics(&out);
+    assert_eq!(m["settings"]["method"], "full");
+    assert_eq!(m["trainable_params"], m["total_params"]);
+    assert!(m["peft_export"]
+        .as_str()
+        .unwrap()
+        .contains("full fine-tune"));
+    assert!(!out.join("adapter/adapter_model.safetensors").exists());
+    let bytes = std::fs::read(out.join("adapter/coeff_adapter.safetensors")).unwrap();
+    let names: Vec<String> = SafeTensors::deserialize(&bytes)
+        .unwrap()
+        .names()
+        .into_iter()
+        .cloned()
+        .collect();
+    assert!(
+        names
+            .iter()
+            .any(|k| k.contains("layers.0.") && k.contains("query")),
+        "the backbone is not in the adapter: {names:?}"
+    );
+    let logits = infer_logits(tmp.path(), &out.join("adapter"), "full");
+    assert!(logits.iter().all(|v| v.is_finite()));
+    let tmp2 = tmp.path().join("init");
+    let ckpt = checkpoint();
+    testing::fails_saying(
+        BIN,
+        Path::new("."),
+        &[
+            "tune",
+            "classify",
+            "--checkpoint",
+            ckpt.to_str().unwrap(),
+            "--train-dir",
+            data.to_str().unwrap(),
+            "--out",
+            tmp2.to_str().unwrap(),
+            "--method",
+            "full",
+            "--init-adapter",
+            out.join("adapter").to_str().unwrap(),
+        ],
+        &["--init-adapter", "--method full"],
+    );
+}

@@ -204,7 +204,8 @@ pub struct PeftConfig {
     /// Layers (linear or attention) never adapted, even if a target pattern selects them.
     #[serde(default)]
     pub exclude_modules: Vec<String>,
-    /// Modules trained in full and saved with the adapter (e.g. a classification head).
+    /// Modules trained in full and saved with the adapter (e.g. a classification head); also
+    /// the model's own top-level tensors (e.g. a ViT's `cls_token`), which no module holds.
     #[serde(default)]
     pub modules_to_save: Vec<String>,
 }
@@ -398,7 +399,14 @@ pub fn inject<B: Backend, M: Adaptable<B>>(
         ));
     }
 
-    let module_paths = params::module_paths(&model);
+    // Modules, and the model's own top-level tensors (a class token, position embeddings),
+    // which no module holds.
+    let mut module_paths = params::module_paths(&model);
+    module_paths.extend(
+        params::all_param_shapes(&model)
+            .into_keys()
+            .filter(|p| !p.contains('.')),
+    );
     let saved_modules: Vec<String> = target::select(
         &config.modules_to_save,
         &module_paths,
