@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use coeff_harness::testing;
 
+use super::common::{adapter, max_diff};
+
 const BIN: &str = env!("CARGO_BIN_EXE_coeff");
 
 fn pipeline() -> PathBuf {
@@ -203,37 +205,6 @@ fn tune_dreambooth_refuses_flags_that_cannot_take_effect() {
         &args(&p, &d, &inside, &[]),
         &["--out", "--pipeline"],
     );
-}
-
-/// The adapter tensors of a run, by name.
-fn adapter(out: &Path) -> Vec<(String, Vec<f32>)> {
-    let bytes = std::fs::read(out.join("adapter/coeff_adapter.safetensors")).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut v: Vec<(String, Vec<f32>)> = st
-        .tensors()
-        .into_iter()
-        .map(|(k, t)| {
-            let x = t
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                .collect();
-            (k, x)
-        })
-        .collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
-}
-
-fn max_diff(a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .flat_map(|((ka, x), (kb, y))| {
-            assert_eq!(ka, kb);
-            x.iter().zip(y).map(|(p, q)| (p - q).abs())
-        })
-        .fold(0f32, f32::max)
 }
 
 /// Prior preservation generates the missing class images once (with the base pipeline) and

@@ -49,6 +49,14 @@ fn tune(data: &Path, out: &Path, extra: &[&str]) -> String {
 }
 
 fn tune_on(ckpt: &Path, data: &Path, out: &Path, extra: &[&str]) -> String {
+    let args = classify_args(ckpt, data, out, extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    testing::succeeds(BIN, Path::new("."), &args)
+}
+
+/// `tune classify` on `ckpt` and `data` into `out` (batch 8, a quarter held out; 3 epochs and
+/// lr 0.01 unless `extra` says otherwise).
+fn classify_args(ckpt: &Path, data: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
     let mut args = vec![
         "tune",
         "classify",
@@ -70,7 +78,7 @@ fn tune_on(ckpt: &Path, data: &Path, out: &Path, extra: &[&str]) -> String {
     if !extra.contains(&"--lr") {
         args.extend_from_slice(&["--lr", "0.01"]);
     }
-    testing::succeeds(BIN, Path::new("."), &args)
+    args.into_iter().map(String::from).collect()
 }
 
 /// The PEFT files of a `tune classify` adapter folder alone in `dir` (so that `infer` reads
@@ -402,35 +410,10 @@ fn tune_classify_dinov2_grad_accum_and_peft_export() {
         &[&flags[..], &["--grad-accum", "2"]].concat(),
     );
     assert_eq!(metrics(&two)["settings"]["grad_accum"], 2);
-    let read = |out: &Path| {
-        let bytes = std::fs::read(out.join("adapter/coeff_adapter.safetensors")).unwrap();
-        let st = SafeTensors::deserialize(&bytes).unwrap();
-        let mut v: Vec<(String, Vec<f32>)> = st
-            .tensors()
-            .into_iter()
-            .map(|(k, t)| {
-                let x = t
-                    .data()
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                    .collect();
-                (k, x)
-            })
-            .collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        v
-    };
-    let (a, b) = (read(&one), read(&two));
-    assert_eq!(a.len(), b.len());
+    let (a, b) = (super::common::adapter(&one), super::common::adapter(&two));
     assert!(!a.is_empty());
-    for ((k, x), (_, y)) in a.iter().zip(&b) {
-        let d = x
-            .iter()
-            .zip(y)
-            .map(|(p, q)| (p - q).abs())
-            .fold(0f32, f32::max);
-        assert!(d < 1e-4, "`{k}`: --grad-accum 2 differs from 1 by {d}");
-    }
+    let d = super::common::max_diff(&a, &b);
+    assert!(d < 1e-4, "--grad-accum 2 differs from 1 by {d}");
 
     let peft = peft_only(&one.join("adapter"), &tmp.path().join("peft"));
     let st = std::fs::read(peft.join("adapter_model.safetensors")).unwrap();
@@ -497,25 +480,18 @@ fn tune_classify_full_fine_tunes_every_parameter() {
     );
     let logits = infer_logits(tmp.path(), &out.join("adapter"), "full");
     assert!(logits.iter().all(|v| v.is_finite()));
-    let tmp2 = tmp.path().join("init");
-    let ckpt = checkpoint();
+    let init = out.join("adapter").display().to_string();
+    let args = classify_args(
+        &checkpoint(),
+        &data,
+        &tmp.path().join("init"),
+        &["--method", "full", "--init-adapter", &init],
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     testing::fails_saying(
         BIN,
         Path::new("."),
-        &[
-            "tune",
-            "classify",
-            "--checkpoint",
-            ckpt.to_str().unwrap(),
-            "--train-dir",
-            data.to_str().unwrap(),
-            "--out",
-            tmp2.to_str().unwrap(),
-            "--method",
-            "full",
-            "--init-adapter",
-            out.join("adapter").to_str().unwrap(),
-        ],
+        &args,
         &["--init-adapter", "--method full"],
     );
 }
