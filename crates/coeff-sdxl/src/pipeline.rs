@@ -74,6 +74,19 @@ impl<B: Backend> SdxlPipeline<B> {
     /// Load a diffusers SDXL folder.
     pub fn load(dir: impl AsRef<Path>, device: &B::Device) -> Result<Self> {
         let dir = dir.as_ref();
+        let (unet_config, unet) = crate::load_unet(dir.join("unet"), device)?;
+        Self::load_with_unet(dir, unet_config, unet, device)
+    }
+
+    /// [`SdxlPipeline::load`] around a UNet already loaded from `dir/unet` (e.g. the inner
+    /// backend's view of a UNet being trained: its weights are then shared, not copied).
+    pub fn load_with_unet(
+        dir: impl AsRef<Path>,
+        unet_config: UnetConfig,
+        unet: UNet2DConditionModel<B>,
+        device: &B::Device,
+    ) -> Result<Self> {
+        let dir = dir.as_ref();
         let index_path = dir.join("model_index.json");
         let text = std::fs::read_to_string(&index_path)
             .map_err(|source| LoadError::io(&index_path, source))?;
@@ -91,7 +104,6 @@ impl<B: Backend> SdxlPipeline<B> {
                 why: "this loader runs StableDiffusionXLPipeline folders".into(),
             });
         }
-        let (unet_config, unet) = crate::load_unet(dir.join("unet"), device)?;
         let (_, vae) = load_vae(dir.join("vae"), device)?;
         let (schedule, sampler) = ScheduleConfig::from_file(dir.join("scheduler"))?;
         let text_encoder_2 = load_clip_text(dir.join("text_encoder_2"), device)?;
