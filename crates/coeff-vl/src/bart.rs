@@ -140,14 +140,15 @@ impl<B: Backend> DecoderCache<B> {
 /// Decoding settings of [`Bart::generate`], named as transformers' `generate` arguments.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenerationConfig {
-    /// Tokens generated after the start token, at most.
+    /// Tokens generated after the start token, at most (transformers' `max_new_tokens`; the
+    /// model's position table caps it at `max_position_embeddings - 1`).
     pub max_new_tokens: usize,
     /// 1 = greedy.
     pub num_beams: usize,
     /// Beam scores are `sum log p / generated_len^length_penalty`.
     pub length_penalty: f64,
-    /// Stop a beam search once `num_beams` hypotheses are finished.
-    pub early_stopping: bool,
+    /// When a beam search stops (transformers' `early_stopping`).
+    pub early_stopping: EarlyStopping,
 }
 
 impl Default for GenerationConfig {
@@ -156,9 +157,36 @@ impl Default for GenerationConfig {
             max_new_tokens: 20,
             num_beams: 1,
             length_penalty: 1.0,
-            early_stopping: true,
+            early_stopping: EarlyStopping::Finished,
         }
     }
+}
+
+/// transformers' `early_stopping` (`True`, `False`, `"never"`): when a batch row's beam search
+/// stops adding hypotheses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EarlyStopping {
+    /// `True`: once `num_beams` hypotheses are finished.
+    #[default]
+    Finished,
+    /// `False` (transformers' default): once `num_beams` hypotheses are finished and the best
+    /// running beam, scored at its current length, cannot beat the worst of them.
+    Heuristic,
+    /// `"never"`: as `Heuristic`, but with a positive `length_penalty` the running beam is scored
+    /// at the longest length it could still reach (`max_new_tokens`), the canonical beam search.
+    Never,
+}
+
+/// What [`Bart::generate_scored`] returns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generated {
+    /// `[B]` rows, each starting with `decoder_start_token_id`, finished rows padded with
+    /// `pad_token_id` to the longest.
+    pub ids: Vec<Vec<u32>>,
+    /// `[B]` beam search: each returned hypothesis' length-normalised score (transformers'
+    /// `sequences_scores`); greedy: the sum of the chosen tokens' log-probabilities (after the
+    /// forced-token rules, as transformers' processors set them).
+    pub scores: Vec<f64>,
 }
 
 impl<B: Backend> Bart<B> {
@@ -316,19 +344,32 @@ impl<B: Backend> Bart<B> {
 
     /// Generate from `input_ids: [B, L]` (`attention_mask: [B, L]`, 1 = token): greedy when
     /// `num_beams` is 1, else beam search, as transformers' `generate` (no sampling, no
-    /// repetition processors; `forced_bos_token_id` from the config). Each returned row starts
-    /// with `decoder_start_token_id`; finished rows are padded with `pad_token_id` to the
-    /// longest, as transformers returns them.
+    /// repetition processors; the config's `forced_bos_token_id` and `forced_eos_token_id`
+    /// applied as its forced-token processors). Each returned row starts with
+    /// `decoder_start_token_id`; finished rows are padded with `pad_token_id` to the longest,
+    /// as transformers returns them.
     pub fn generate(
         &self,
         input_ids: Tensor<B, 2, Int>,
         attention_mask: Option<Tensor<B, 2, Int>>,
         generation: &GenerationConfig,
     ) -> Result<Vec<Vec<u32>>> {
+        Ok(self
+            .generate_scored(input_ids, attention_mask, generation)?
+            .ids)
+    }
+
+    /// [`generate`](Self::generate) with each row's score.
+    pub fn generate_scored(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask: Option<Tensor<B, 2, Int>>,
+        generation: &GenerationConfig,
+    ) -> Result<Generated> {
         let dims = input_ids.dims();
         let pad = padding_mask(attention_mask.as_ref(), "attention_mask", dims)?;
         let encoded = self.encode(input_ids, attention_mask)?;
-        self.generate_from(encoded, pad, generation)
+        self.generate_from_scored(encoded, pad, generation)
     }
 
     /// [`generate`](Self::generate) from encoder states `[B, M, D]` (e.g. a fused VL input).
@@ -338,6 +379,18 @@ impl<B: Backend> Bart<B> {
         encoder_pad: Option<Tensor<B, 2, Bool>>,
         generation: &GenerationConfig,
     ) -> Result<Vec<Vec<u32>>> {
+        Ok(self
+            .generate_from_scored(encoder_out, encoder_pad, generation)?
+            .ids)
+    }
+
+    /// [`generate_from`](Self::generate_from) with each row's score.
+    pub fn generate_from_scored(
+        &self,
+        encoder_out: Tensor<B, 3>,
+        encoder_pad: Option<Tensor<B, 2, Bool>>,
+        generation: &GenerationConfig,
+    ) -> Result<Generated> {
         if generation.num_beams == 0 {
             return Err(VlError::Input("`num_beams` must be at least 1".into()));
         }
@@ -411,7 +464,7 @@ impl<'a> Search<'a> {
         &mut self,
         model: &Bart<B>,
         mut cache: DecoderCache<B>,
-    ) -> Result<Vec<Vec<u32>>> {
+    ) -> Result<Generated> {
         let device = model.shared.weight.device();
         let v = self.config.vocab_size;
         let rows = self.batch * self.k;
@@ -429,8 +482,15 @@ impl<'a> Search<'a> {
                 .into_vec()
                 .map_err(|e| VlError::Input(format!("reading logits: {e:?}")))?;
             let mut logp: Vec<f64> = logp.into_iter().map(f64::from).collect();
+            // transformers' ForcedBOS / ForcedEOS processors: the first generated token, and the
+            // last one the length limit allows.
             if step == 0 {
                 if let Some(forced) = self.config.forced_bos_token_id {
+                    force(&mut logp, v, forced as usize);
+                }
+            }
+            if step + 1 == self.max_new {
+                if let Some(forced) = self.config.forced_eos_token_id {
                     force(&mut logp, v, forced as usize);
                 }
             }
@@ -456,7 +516,10 @@ impl<'a> Search<'a> {
             let token = if self.done[b] {
                 self.config.pad_token_id
             } else {
-                argmax(&logp[b * v..(b + 1) * v]) as u32
+                let row = &logp[b * v..(b + 1) * v];
+                let best = argmax(row);
+                self.scores[b] += row[best];
+                best as u32
             };
             self.seqs[b].push(token);
             if token == self.config.eos_token_id {
@@ -522,10 +585,15 @@ impl<'a> Search<'a> {
                     running += 1;
                 }
             }
-            // transformers' stopping rule.
+            // transformers' stopping rule (`_check_early_stop_heuristic`).
             let full = self.finished[b].len() >= k;
             if full {
-                self.done[b] = if self.generation.early_stopping {
+                let lp = self.generation.length_penalty;
+                let best_length = match self.generation.early_stopping {
+                    EarlyStopping::Never if lp > 0.0 => self.max_new,
+                    _ => cur_len,
+                };
+                self.done[b] = if self.generation.early_stopping == EarlyStopping::Finished {
                     true
                 } else {
                     let best_running = new_scores[b * k..b * k + k]
@@ -536,7 +604,7 @@ impl<'a> Search<'a> {
                         .iter()
                         .map(|h| h.0)
                         .fold(f64::MAX, f64::min);
-                    worst >= self.normalised(best_running, cur_len)
+                    worst >= self.normalised(best_running, best_length)
                 };
             }
         }
@@ -560,10 +628,10 @@ impl<'a> Search<'a> {
         }
     }
 
-    /// The result rows, padded with `pad_token_id` to the longest.
-    fn finish(&mut self) -> Vec<Vec<u32>> {
-        let mut out: Vec<Vec<u32>> = if self.k == 1 {
-            self.seqs.clone()
+    /// The result rows, padded with `pad_token_id` to the longest, and their scores.
+    fn finish(&mut self) -> Generated {
+        let (mut out, scores): (Vec<Vec<u32>>, Vec<f64>) = if self.k == 1 {
+            (self.seqs.clone(), self.scores.clone())
         } else {
             (0..self.batch)
                 .map(|b| {
@@ -578,16 +646,16 @@ impl<'a> Search<'a> {
                     self.finished[b]
                         .iter()
                         .max_by(|a, b| a.0.total_cmp(&b.0))
-                        .map(|h| h.1.clone())
-                        .unwrap_or_default()
+                        .map(|h| (h.1.clone(), h.0))
+                        .unwrap_or((Vec::new(), f64::NEG_INFINITY))
                 })
-                .collect()
+                .unzip()
         };
         let longest = out.iter().map(Vec::len).max().unwrap_or(0);
         for row in &mut out {
             row.resize(longest, self.config.pad_token_id);
         }
-        out
+        Generated { ids: out, scores }
     }
 }
 

@@ -392,6 +392,9 @@ pub struct BartConfig {
     pub decoder_start_token_id: u32,
     /// Token forced right after the start token (bart-large's generation forces `<s>`).
     pub forced_bos_token_id: Option<u32>,
+    /// Token forced as the last one the length limit allows (bart-large forces `</s>`).
+    #[serde(default)]
+    pub forced_eos_token_id: Option<u32>,
     /// `lm_head` shares the token embeddings.
     pub tie_word_embeddings: bool,
     /// Epsilon of every LayerNorm (BART: PyTorch's default 1e-5; a BERT warm start: BERT's).
@@ -450,6 +453,7 @@ impl BartConfig {
             eos_token_id: eos,
             decoder_start_token_id: f.token("decoder_start_token_id")?.unwrap_or(eos),
             forced_bos_token_id: f.token("forced_bos_token_id")?,
+            forced_eos_token_id: f.token("forced_eos_token_id")?,
             tie_word_embeddings: f.bool_or("tie_word_embeddings", true)?,
             layer_norm_eps: default_eps(),
         };

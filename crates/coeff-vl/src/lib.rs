@@ -32,7 +32,7 @@ pub mod pretrained;
 pub mod tokenizer;
 pub mod vl;
 
-pub use bart::{Bart, GenerationConfig};
+pub use bart::{Bart, EarlyStopping, Generated, GenerationConfig};
 pub use bert::{Bert, BertOutput};
 pub use clip::{Clip, ClipOutput, ClipTextModel, ClipTextOutput};
 pub use config::{BartConfig, BertConfig, ClipTextConfig};

@@ -283,6 +283,7 @@ impl<B: Backend> Bart<B> {
             eos_token_id: tokens.eos,
             decoder_start_token_id: tokens.start,
             forced_bos_token_id: None,
+            forced_eos_token_id: None,
             tie_word_embeddings: true,
             layer_norm_eps: c.layer_norm_eps,
         };

