@@ -54,11 +54,44 @@ fn concept_experiment_runs_resumes_and_refuses_other_settings() {
         let v = v.as_f64().unwrap();
         assert!((-1.0..=1.0).contains(&v), "{k} = {v}");
     }
-    // 2 levels x (1 self + 1 cross) per transformer block, alpha [2, 2] each, plus LoRA.
-    assert!(runs[0]["trainable_params"].as_u64().unwrap() > 0);
+    // The base's own prior scores compare its samples with themselves (`before` against
+    // `before`, sample by sample): 1 up to the f32 rounding of the unit-norm embeddings. Any
+    // other value means the prior range or the normalisation is off.
+    let base_scores = &first["base_scores"];
+    for k in ["prior_dino", "prior_clip_i"] {
+        let v = base_scores[k]
+            .as_f64()
+            .unwrap_or_else(|| panic!("base_scores.{k} missing: {base_scores}"));
+        assert!((v - 1.0).abs() < 1e-6, "base_scores.{k} = {v}");
+    }
     // The base's config is diffusers' own format and reads back.
     let cfg = coeff_sdxl::UnetConfig::from_file(out.path().join("base/config.json")).unwrap();
     assert_eq!(cfg.block_out_channels, vec![16, 32]);
+
+    // Trainable parameters of lora+coeff, counted from the config. Attention only at level 1
+    // (width c = 32, 4 heads); its transformers have depth 1, so the transformer blocks are
+    // down 1 (1 resnet), mid 1, up 2 (2 resnets): 4, each a self- and a cross-attention.
+    assert_eq!(cfg.num_attention_heads, vec![4, 4]);
+    assert_eq!(cfg.transformer_layers_per_block, vec![1, 1]);
+    assert_eq!(cfg.transformer_blocks(), 4);
+    assert_eq!(first["config"]["lora_rank"].as_u64(), Some(4));
+    let (c, heads, ctx, rank, blocks) = (32, 4, cfg.cross_attention_dim, 4, 4);
+    assert_eq!(ctx, 384, "MiniLM-L6's hidden width");
+    // LoRA of rank r on a linear in -> out: A [in, r] + B [r, out]; Coeff: alpha [heads, heads]
+    // per attention.
+    let lora = |d_in: usize, d_out: usize| rank * (d_in + d_out);
+    // Self-attention: query, key, value, output all c -> c. Cross-attention: query and output
+    // c -> c, key and value ctx -> c.
+    let self_attn = 4 * lora(c, c) + heads * heads;
+    let cross_attn = 2 * lora(c, c) + 2 * lora(ctx, c) + heads * heads;
+    let expected = blocks * (self_attn + cross_attn);
+    assert_eq!(expected, 19_584);
+    assert_eq!(
+        runs[0]["trainable_params"].as_u64(),
+        Some(expected as u64),
+        "{}",
+        runs[0]
+    );
 
     // Again: everything is reused, and the same numbers come out.
     concept::run::<Train>(&args(2), out.path(), backend::NAME, &dev).unwrap();

@@ -253,9 +253,37 @@ mod tests {
         assert_eq!(cfg.num_attention_heads, vec![4, 4, 4]);
         let tt = cfg.text_time.as_ref().unwrap();
         assert_eq!(tt.input_dim, 384 + 48);
-        // Self- and cross-attention in every transformer block (down 1 + 2, mid 2, up 2 + 4... as
-        // the config's attention layer count says).
-        assert_eq!(cfg.attention_layers() % 2, 0);
+        // Transformer blocks, by hand from the config (layers_per_block 1, up blocks one resnet
+        // more, the mid block at the last level's depth):
+        //   down: level 0 DownBlock2D 0, level 1 1 x 1, level 2 1 x 2   -> 3
+        //   mid:  depth of level 2                                       -> 2
+        //   up:   level 2 2 x 2, level 1 2 x 1, level 0 UpBlock2D 0      -> 6
+        // 11 blocks, each a self- and a cross-attention: 22 layers (docs/concept.md).
+        assert_eq!(cfg.transformer_blocks(), 11);
+        assert_eq!(cfg.attention_layers(), 22);
+    }
+
+    #[test]
+    fn coeff_attaches_to_11_self_and_11_cross_attentions_of_the_model() {
+        // Counted independently of `attention_layers()`: on the model built from the config,
+        // by the attention sites `inject` finds.
+        type B = coeff_harness::backend::Inner;
+        let cfg = unet_config(&unet_config_json(32, &[32, 64, 64], 4, 384)).unwrap();
+        let unet = cfg.init::<B>(&Default::default());
+        let (_, inj) = coeff_tuning::inject(
+            unet,
+            &coeff_tuning::Method::Coeff.config(4, &["query", "key", "value", "output"]),
+        )
+        .unwrap();
+        assert_eq!(inj.coeff_layers.len(), 22, "{:?}", inj.coeff_layers);
+        let ends = |s: &str| inj.coeff_layers.iter().filter(|p| p.ends_with(s)).count();
+        assert_eq!(
+            (ends(".attn"), ends(".cross_attn")),
+            (11, 11),
+            "{:?}",
+            inj.coeff_layers
+        );
+        assert!(inj.lora_layers.is_empty());
     }
 
     #[test]
