@@ -185,14 +185,20 @@ fn params_of(model: &Net<B>) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
         .collect()
 }
 
-/// Every parameter holds its source, transformed as its row says.
+/// Every parameter holds its source, transformed as its row says, bit for bit (so that NaN,
+/// infinities, signed zeros and subnormals are compared too).
 fn assert_loaded(model: &Net<B>, t: &BTreeMap<String, TensorData>) {
     let got = params_of(model);
     let src = |k: &str| t[k].to_vec::<f32>().unwrap();
+    let bits = |x: &[f32]| x.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
     let check = |param: &str, shape: &[usize], want: Vec<f32>| {
         let (s, v) = &got[param];
         assert_eq!(s, shape, "{param}");
-        assert_eq!(v, &want, "{param}");
+        assert_eq!(
+            bits(v.as_slice()),
+            bits(want.as_slice()),
+            "{param}: {v:?} vs {want:?}"
+        );
     };
     check("cls", &[1, 1, D], src("cls"));
     check("embed.weight", &[10, D], src("embed.weight"));
@@ -348,6 +354,118 @@ fn f16_keeps_its_dtype_and_converts_exactly() {
         .into_iter()
         .map(|(k, v)| (k, v.convert::<f32>()))
         .collect();
+    assert_loaded(&model, &as_f32);
+    assert_eq!(model.head.weight.val().dtype(), DType::F32);
+}
+
+/// bf16 bit patterns: +0, -0, 1, the smallest subnormal, the largest finite value, -inf, a
+/// quiet NaN, 3.140625.
+const BF16_BITS: [u16; 8] = [
+    0x0000, 0x8000, 0x3F80, 0x0001, 0x7F7F, 0xFF80, 0x7FC0, 0x4049,
+];
+
+/// The exact widening, by definition of bf16 (the top half of an f32); no `half` involved.
+fn bf16_to_f32_reference(bits: u16) -> f32 {
+    f32::from_bits((bits as u32) << 16)
+}
+
+/// A BF16 `TensorData` made from bit patterns (little-endian bytes; no float arithmetic).
+fn bf16_data(bits: &[u16], shape: Vec<usize>) -> TensorData {
+    let bytes: Vec<u8> = bits.iter().flat_map(|b| b.to_le_bytes()).collect();
+    TensorData::from_bytes_vec(bytes, shape, DType::BF16)
+}
+
+#[test]
+fn bf16_keeps_its_dtype_and_converts_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let want: Vec<u32> = BF16_BITS
+        .iter()
+        .map(|&b| bf16_to_f32_reference(b).to_bits())
+        .collect();
+    // The reference itself: the patterns land where IEEE-754 says they do.
+    let r = |i: usize| f32::from_bits(want[i]);
+    assert!(r(0) == 0.0 && r(0).is_sign_positive());
+    assert!(r(1) == 0.0 && r(1).is_sign_negative());
+    assert_eq!(r(2), 1.0);
+    assert!(r(3) > 0.0 && !r(3).is_normal());
+    assert!(r(4).is_finite() && r(4) > 3.38e38);
+    assert_eq!(r(5), f32::NEG_INFINITY);
+    assert!(r(6).is_nan());
+    assert_eq!(r(7), 3.140625);
+
+    // A file written by hand (8-byte length, JSON header, data), independent of our writer.
+    let path = dir.path().join("special.safetensors");
+    let mut header =
+        r#"{"special":{"dtype":"BF16","shape":[2,4],"data_offsets":[0,16]}}"#.to_string();
+    header.extend(std::iter::repeat_n(' ', (8 - header.len() % 8) % 8));
+    let raw: Vec<u8> = BF16_BITS.iter().flat_map(|b| b.to_le_bytes()).collect();
+    let mut file = (header.len() as u64).to_le_bytes().to_vec();
+    file.extend_from_slice(header.as_bytes());
+    file.extend_from_slice(&raw);
+    std::fs::write(&path, file).unwrap();
+
+    let ckpt = Checkpoint::open(&path).unwrap();
+    let info = ckpt.info("special").unwrap();
+    assert_eq!((info.dtype, info.shape), (Dtype::BF16, vec![2, 4]));
+    let (shape, values) = ckpt.read_f32("special").unwrap();
+    assert_eq!(shape, vec![2, 4]);
+    let got: Vec<u32> = values.iter().map(|v| v.to_bits()).collect();
+    assert_eq!(got, want, "{values:?}");
+    // `read` keeps BF16, with the stored bytes untouched.
+    let data = ckpt.read("special").unwrap();
+    assert_eq!(data.dtype, DType::BF16);
+    assert_eq!(data.shape.to_vec(), vec![2, 4]);
+    assert_eq!(data.as_bytes(), raw.as_slice());
+    // And converted as the loader converts it, still exact.
+    let converted = data.convert_dtype(DType::F32).to_vec::<f32>().unwrap();
+    let got: Vec<u32> = converted.iter().map(|v| v.to_bits()).collect();
+    assert_eq!(got, want, "{converted:?}");
+
+    // The whole model in bf16 (each f32 truncated to its top 16 bits), with the special
+    // patterns in `head.weight`, loaded through the key table into an f32 model.
+    let mut t: BTreeMap<String, Vec<u16>> = torch_tensors()
+        .into_iter()
+        .map(|(k, v)| {
+            let bits = v
+                .to_vec::<f32>()
+                .unwrap()
+                .into_iter()
+                .map(|x| (x.to_bits() >> 16) as u16)
+                .collect();
+            (k, bits)
+        })
+        .collect();
+    t.get_mut("head.weight").unwrap()[..8].copy_from_slice(&BF16_BITS);
+    let shapes: BTreeMap<String, Vec<usize>> = torch_tensors()
+        .into_iter()
+        .map(|(k, v)| (k, v.shape.to_vec()))
+        .collect();
+    let stored: BTreeMap<String, TensorData> = t
+        .iter()
+        .map(|(k, bits)| (k.clone(), bf16_data(bits, shapes[k].clone())))
+        .collect();
+    let path = dir.path().join("model.safetensors");
+    write(&path, &stored);
+    let ckpt = Checkpoint::open(&path).unwrap();
+    let info = ckpt.info("head.weight").unwrap();
+    assert_eq!((info.dtype, info.shape), (Dtype::BF16, vec![3, D]));
+    let head: Vec<u32> = ckpt
+        .read_f32("head.weight")
+        .unwrap()
+        .1
+        .iter()
+        .map(|v| v.to_bits())
+        .collect();
+    assert_eq!(&head[..8], &want[..]);
+    let model = load(&ckpt).unwrap();
+    let as_f32: BTreeMap<String, TensorData> = t
+        .iter()
+        .map(|(k, bits)| {
+            let values: Vec<f32> = bits.iter().map(|&b| bf16_to_f32_reference(b)).collect();
+            (k.clone(), TensorData::new(values, shapes[k].clone()))
+        })
+        .collect();
+    // Bit for bit, NaN and -inf and the subnormal included (see `assert_loaded`).
     assert_loaded(&model, &as_f32);
     assert_eq!(model.head.weight.val().dtype(), DType::F32);
 }

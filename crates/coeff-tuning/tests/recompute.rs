@@ -1,7 +1,8 @@
 //! The memory-bounded training path: with `recompute::enable`, a query-chunked attention layer
 //! records one operator whose backward recomputes each chunk's maps. Its output and every
 //! gradient (input, projections, Coeff's alpha, cross-attention context) equal eager
-//! autodiff's; the plain-backend backward equals autodiff of the eager formula.
+//! autodiff's; map dropout and an additive bias keep the plain chunked path (which applies the
+//! bias); the plain-backend backward equals autodiff of the eager formula.
 
 mod common;
 
@@ -32,14 +33,30 @@ fn run(
     ctx: Option<Tensor<TB, 3>>,
     pad: Option<Tensor<TB, 2, Bool>>,
 ) -> Vec<Tensor<Inner, 3>> {
+    run_with_bias(attn, x, ctx, pad, None)
+}
+
+/// [`run`] with an additive score bias; its gradient follows the context's (or the input's),
+/// flattened to `[b * h, n, m]`.
+fn run_with_bias(
+    attn: &MultiHeadAttention<TB>,
+    x: Tensor<TB, 3>,
+    ctx: Option<Tensor<TB, 3>>,
+    pad: Option<Tensor<TB, 2, Bool>>,
+    bias: Option<Tensor<TB, 4>>,
+) -> Vec<Tensor<Inner, 3>> {
     let x = x.require_grad();
     let ctx = ctx.map(|c| c.require_grad());
+    let bias = bias.map(|b| b.require_grad());
     let mut input = match &ctx {
         Some(c) => AttentionInput::cross_attn(x.clone(), c.clone()),
         None => AttentionInput::self_attn(x.clone()),
     };
     if let Some(p) = pad {
         input = input.mask_pad(p);
+    }
+    if let Some(b) = &bias {
+        input = input.bias(b.clone());
     }
     let out = attn.forward(input).context;
     let w = randn::<TB, 3>(out.dims(), 99, &device());
@@ -48,6 +65,10 @@ fn run(
     let mut v = vec![out.inner(), x.grad(&grads).unwrap()];
     if let Some(c) = &ctx {
         v.push(c.grad(&grads).unwrap());
+    }
+    if let Some(b) = &bias {
+        let [bb, h, n, m] = b.dims();
+        v.push(b.grad(&grads).unwrap().reshape([bb * h, n, m]));
     }
     for lin in [&attn.query, &attn.key, &attn.value, &attn.output] {
         v.push(as3(lin.base.weight.val().grad(&grads).unwrap()));
@@ -119,9 +140,60 @@ fn recomputing_backward_equals_eager_autodiff() {
         None,
     );
     assert_eq!(recompute::calls(), before);
+    // In this test, not a test of its own: the registry and the call counter are
+    // process-global, and a parallel test would race with `enable` / `disable` and `calls()`.
+    additive_bias_keeps_the_plain_chunked_path(batch, n, d);
     recompute::disable_with::<Inner, burn::backend::autodiff::checkpoint::strategy::NoCheckpointing>(
     );
     assert!(!recompute::is_enabled::<TB>());
+}
+
+/// An additive bias keeps the plain chunked path (with recompute enabled), and that path
+/// applies it: the chunked layer's output and gradients equal the eager layer's with the bias.
+/// Catches a chunked path that drops, mis-slices or detaches the bias, and a recomputing path
+/// taken (and the bias ignored) where it must not be.
+fn additive_bias_keeps_the_plain_chunked_path(batch: usize, n: usize, d: usize) {
+    assert!(recompute::is_enabled::<TB>());
+    let heads = 3;
+    let eager = layer(MultiHeadAttentionConfig::new(d, heads), Some(6));
+    let mut chunked = eager.clone();
+    chunked.query_chunk = Some(4); // 11 rows: chunks of 4, 4, 3
+    let x = randn::<TB, 3>([batch, n, d], 7, &device());
+    // Broadcast over the batch, distinct per head and row; entries in [-3, 3], against scores
+    // of order 1, so the maps change substantially.
+    let bias = randn::<TB, 4>([1, heads, n, n], 8, &device()).mul_scalar(3.0);
+
+    let before = recompute::calls();
+    let reference = run_with_bias(&eager, x.clone(), None, None, Some(bias.clone()));
+    let ours = run_with_bias(&chunked, x.clone(), None, None, Some(bias));
+    assert_eq!(
+        recompute::calls(),
+        before,
+        "a layer with an additive bias must keep the plain chunked path"
+    );
+    // The bias matters: without it the output moves by far more than the tolerance.
+    let unbiased = run(&eager, x, None, None);
+    let effect = max_abs_diff(reference[0].clone(), unbiased[0].clone());
+    assert!(
+        effect > 1e-2,
+        "the bias changed the output by only {effect}"
+    );
+
+    let names = [
+        "output",
+        "d input",
+        "d bias",
+        "d query",
+        "d key",
+        "d value",
+        "d out proj",
+        "d alpha",
+    ];
+    assert_eq!(reference.len(), names.len());
+    assert_eq!(ours.len(), names.len());
+    for ((name, e), o) in names.iter().zip(reference).zip(ours) {
+        close(&format!("bias: {name}"), o, e);
+    }
 }
 
 #[test]

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use burn::backend::NdArray;
 use burn::tensor::{Tensor, TensorData};
-use coeff_sdxl::scheduler::{Ddim, Ddpm, Euler, Prediction, ScheduleConfig};
+use coeff_sdxl::scheduler::{Ddim, Ddpm, Euler, Prediction, Sampler, ScheduleConfig, Spacing};
 use coeff_tuning::checkpoint::Checkpoint;
 
 type B = NdArray<f32>;
@@ -110,5 +110,127 @@ fn one_step_of_each_matches_diffusers() {
             &f,
             &format!("euler.{name}.step_first"),
         );
+    }
+}
+
+/// A DDIM `scheduler_config.json` with SDXL's schedule (1000 steps, `scaled_linear` betas
+/// 0.00085..0.012), written out in full: `clip_sample: false` (this crate never clips) and
+/// `set_alpha_to_one: false` (the last step lands on `alphas_cumprod[0]`), as SDXL ships them.
+fn ddim_config(prediction: &str, spacing: &str, steps_offset: usize) -> ScheduleConfig {
+    let dir = tempfile::tempdir().unwrap();
+    let json = serde_json::json!({
+        "_class_name": "DDIMScheduler",
+        "num_train_timesteps": 1000,
+        "beta_start": 0.00085,
+        "beta_end": 0.012,
+        "beta_schedule": "scaled_linear",
+        "trained_betas": null,
+        "clip_sample": false,
+        "set_alpha_to_one": false,
+        "thresholding": false,
+        "rescale_betas_zero_snr": false,
+        "prediction_type": prediction,
+        "timestep_spacing": spacing,
+        "steps_offset": steps_offset,
+    });
+    std::fs::write(dir.path().join("scheduler_config.json"), json.to_string()).unwrap();
+    let (config, sampler) = ScheduleConfig::from_file(dir.path()).expect("DDIM config");
+    assert_eq!(sampler, Sampler::Ddim);
+    config
+}
+
+/// Run DDIM over all `n` steps with a model that knows the truth: from
+/// `x_T = sqrt(a[t0]) x0 + sqrt(1 - a[t0]) eps`, every step must land exactly on
+/// `sqrt(a[t_prev]) x0 + sqrt(1 - a[t_prev]) eps`, and the last on the final alpha
+/// (`alphas_cumprod[0]`, `set_alpha_to_one = false`).
+fn ddim_chain(config: ScheduleConfig, n: usize, what: &str) {
+    let dev: burn::tensor::Device<B> = Default::default();
+    let acp = config.alphas_cumprod();
+    let ddim = Ddim::new(config, n);
+    let ts = ddim.timesteps.clone();
+    assert_eq!(ts.len(), n, "{what}");
+    // The premise of the chain: each step's `prev = t - T / n` is the next timestep, and
+    // the last step has none (it goes to the final alpha).
+    let stride = config.num_train_timesteps / n;
+    for w in ts.windows(2) {
+        assert_eq!(w[0].checked_sub(stride), Some(w[1]), "{what}: {ts:?}");
+    }
+    assert!(*ts.last().unwrap() < stride, "{what}: {ts:?}");
+    let final_alpha = acp[0];
+
+    let shape = [2, 4, 8, 8];
+    let numel = 2 * 4 * 8 * 8;
+    let x0: Vec<f64> = (0..numel).map(|i| (i as f64 * 0.37 + 0.1).sin()).collect();
+    let eps: Vec<f64> = (0..numel)
+        .map(|i| 1.5 * (i as f64 * 1.7 + 0.3).cos())
+        .collect();
+    // The forward process at noise level `a`, in f64.
+    let at = |a: f64| -> Vec<f64> {
+        x0.iter()
+            .zip(&eps)
+            .map(|(x, e)| a.sqrt() * x + (1.0 - a).sqrt() * e)
+            .collect()
+    };
+    let to_tensor = |v: &[f64]| {
+        let v: Vec<f32> = v.iter().map(|&x| x as f32).collect();
+        Tensor::<B, 4>::from_data(TensorData::new(v, shape), &dev)
+    };
+    let max_diff = |x: &Tensor<B, 4>, want: &[f64]| {
+        let got = x.to_data().to_vec::<f32>().unwrap();
+        assert_eq!(got.len(), want.len());
+        got.iter()
+            .zip(want)
+            .map(|(g, w)| (*g as f64 - w).abs())
+            .fold(0.0, f64::max)
+    };
+
+    let mut x = to_tensor(&at(acp[ts[0]]));
+    for (i, &t) in ts.iter().enumerate() {
+        let a = acp[t];
+        let out: Vec<f64> = match config.prediction {
+            Prediction::Epsilon => eps.clone(),
+            Prediction::V => x0
+                .iter()
+                .zip(&eps)
+                .map(|(x, e)| a.sqrt() * e - (1.0 - a).sqrt() * x)
+                .collect(),
+        };
+        x = ddim.step(to_tensor(&out), t, x);
+        let a_prev = ts.get(i + 1).map_or(final_alpha, |&p| acp[p]);
+        let d = max_diff(&x, &at(a_prev));
+        assert!(
+            d < 1e-5,
+            "{what}: step {i} (t = {t}): max |x - analytic| = {d}"
+        );
+    }
+    // After the last step: sqrt(a_final) x0 + sqrt(1 - a_final) eps.
+    let d = max_diff(&x, &at(final_alpha));
+    assert!(d < 1e-5, "{what}: final: max |x - analytic| = {d}");
+}
+
+#[test]
+fn ddim_over_a_whole_schedule_lands_on_the_analytic_state() {
+    for (prediction, p_name) in [
+        (Prediction::Epsilon, "epsilon"),
+        (Prediction::V, "v_prediction"),
+    ] {
+        for (spacing, s_name, offset) in [
+            (Spacing::Leading, "leading", 1),
+            (Spacing::Trailing, "trailing", 0),
+        ] {
+            let config = ddim_config(p_name, s_name, offset);
+            assert_eq!(
+                config,
+                ScheduleConfig {
+                    prediction,
+                    spacing,
+                    steps_offset: offset,
+                    ..ScheduleConfig::sdxl()
+                }
+            );
+            for n in [10, 50] {
+                ddim_chain(config, n, &format!("{p_name}, {s_name}, {n} steps"));
+            }
+        }
     }
 }

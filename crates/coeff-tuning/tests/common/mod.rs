@@ -148,7 +148,7 @@ impl<B: Backend> TinyModel<B> {
             x = x.clone() + b.attn.forward(AttentionInput::self_attn(x)).context;
             x = x.clone()
                 + b.fc2
-                    .forward(burn::tensor::activation::gelu(b.fc1.forward(x)));
+                    .forward(coeff_tuning::nn::Activation::Gelu.forward(b.fc1.forward(x)));
         }
         self.head.forward(x.mean_dim(1).squeeze_dim(1))
     }

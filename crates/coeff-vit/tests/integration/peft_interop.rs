@@ -10,6 +10,9 @@ use coeff_vit::{load_pretrained, Checkpoint, VisionTransformer};
 
 type B = burn::backend::NdArray<f32>;
 
+/// Bound on our output vs PeftModel's: about 10x the largest measured, 3.8e-6 (docs/adapters.md).
+const TOLERANCE: f32 = 4e-5;
+
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
@@ -59,8 +62,9 @@ fn roundtrip(base: &str, name: &str) {
     );
     let e1 = max_abs(logits.clone(), ref_logits);
     let e2 = max_abs(hidden, ref_hidden);
+    eprintln!("{name}: PEFT logits max |diff| {e1:.2e}, hidden {e2:.2e}");
     assert!(
-        e1 < 1e-4 && e2 < 1e-4,
+        e1 < TOLERANCE && e2 < TOLERANCE,
         "{name}: logits differ by {e1}, hidden states by {e2}"
     );
 
@@ -149,7 +153,8 @@ fn peft_lora_adapter_of_dinov2_imports_and_exports() {
     let (model, _) = import_peft(base, dir.path()).unwrap_or_else(|e| panic!("{e}"));
     let (logits, _) = run(&model, &reference);
     let e = max_abs(logits, reference_outputs(&reference).0);
-    assert!(e < 1e-4, "transformers 4 names: logits differ by {e}");
+    eprintln!("transformers 4 names: PEFT logits max |diff| {e:.2e}");
+    assert!(e < TOLERANCE, "transformers 4 names: logits differ by {e}");
 }
 
 /// `CLIPForImageClassification` under PEFT: `vision_model.encoder.layers.N.self_attn.q_proj`.
