@@ -38,10 +38,10 @@ pub fn run<B: Backend>(args: &FetchArgs, device: &B::Device) -> Result<()> {
             rows.push(vec![
                 asset.name.to_string(),
                 c.name.clone(),
-                format!("{:.6}", c.cosine),
+                format!("{:.6} (1 - {:.1e})", c.cosine, 1.0 - c.cosine),
                 format!("{:.2e}", c.max_abs),
                 format!("{:.2}", c.max_ref),
-                format!(">= {}", c.required_cosine),
+                c.requirement(),
                 if c.ok() { "ok".into() } else { "FAIL".into() },
             ]);
             if !c.ok() {

@@ -110,11 +110,39 @@ mod tests {
             width: 4,
             pixels: vec![0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0],
         };
-        // Halving the width: each output pixel is the mean of a pair (PIL gives 0.5 too,
-        // up to the triangle's tails).
+        // Halving the width: PIL's triangle of support 2 around centres 1 and 3 weighs
+        // (0.75, 0.75, 0.25) / 1.75 and (0.25, 0.75, 0.75) / 1.75: 3/7 and 4/7 exactly (Pillow
+        // 13.0.0, mode "F", `Image.BILINEAR`, gives 0.42857143 and 0.5714286).
         let half = antialiased(&img, 2, 2);
-        for v in &half.pixels {
-            assert!((v - 0.5).abs() < 0.2, "{v}");
+        for row in half.pixels.chunks(2) {
+            assert!((row[0] - 3.0 / 7.0).abs() < 1e-6, "{row:?}");
+            assert!((row[1] - 4.0 / 7.0).abs() < 1e-6, "{row:?}");
+        }
+        // A 5x7 ramp `i / 35` down to 2x3 and up to 11x13, against Pillow 13.0.0's mode "F"
+        // bilinear resize of the same array (`Image.fromarray(a, "F").resize((w, h))`).
+        let ramp = crate::Image {
+            channels: 1,
+            height: 5,
+            width: 7,
+            pixels: (0..35).map(|i| i as f32 / 35.0).collect(),
+        };
+        let down = antialiased(&ramp, 2, 3);
+        let pil_down = [
+            0.2244898, 0.2857143, 0.3469388, 0.62448984, 0.6857143, 0.7469388,
+        ];
+        for (ours, pil) in down.pixels.iter().zip(pil_down) {
+            assert!((ours - pil).abs() < 1e-6, "2x3: {:?}", down.pixels);
+        }
+        let up = antialiased(&ramp, 11, 13);
+        let pil_up_row3 = [
+            0.21818182, 0.22697303, 0.24235764, 0.25774226, 0.2731269, 0.2885115,
+        ];
+        for (ours, pil) in up.pixels[3 * 13..3 * 13 + 6].iter().zip(pil_up_row3) {
+            assert!(
+                (ours - pil).abs() < 1e-6,
+                "11x13 row 3: {:?}",
+                &up.pixels[39..45]
+            );
         }
         let flat = crate::Image {
             channels: 3,

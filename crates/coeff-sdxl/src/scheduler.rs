@@ -86,6 +86,18 @@ pub struct ScheduleConfig {
     pub steps_offset: usize,
 }
 
+/// What diffusers' `DDIMScheduler` and `EulerDiscreteScheduler` take when `scheduler_config.json`
+/// leaves a field out (their shared `__init__` defaults).
+const DIFFUSERS_DEFAULTS: ScheduleConfig = ScheduleConfig {
+    num_train_timesteps: 1000,
+    beta_start: 0.0001,
+    beta_end: 0.02,
+    beta_schedule: BetaSchedule::Linear,
+    prediction: Prediction::Epsilon,
+    spacing: Spacing::Leading,
+    steps_offset: 0,
+};
+
 impl ScheduleConfig {
     /// SDXL's (and SD 1.x's) scheduler settings, epsilon-prediction.
     pub fn sdxl() -> Self {
@@ -101,8 +113,9 @@ impl ScheduleConfig {
     }
 
     /// Read diffusers' `scheduler_config.json` (a file or its folder): the schedule and which
-    /// sampler it names. Settings this crate does not implement (Karras sigmas, zero-SNR
-    /// rescaling, clipping, ...) are errors naming the field.
+    /// sampler it names. Absent fields take diffusers' defaults for that class; settings this
+    /// crate does not implement (Karras sigmas, zero-SNR rescaling, clipping, ...), given or
+    /// defaulted, are errors naming the field.
     pub fn from_file(path: impl AsRef<Path>) -> Result<(Self, Sampler)> {
         let path = path.as_ref();
         let path = if path.is_dir() {
@@ -141,7 +154,34 @@ impl ScheduleConfig {
                 ))
             }
         };
-        let d = Self::sdxl();
+        // Absent fields take the class's `__init__` default, as diffusers' `from_config` does;
+        // where that default is one this crate does not compute, an absent field is an error
+        // (DDIM clips x0 and ends on alpha = 1 by default, Euler spaces timesteps by linspace).
+        let absent = |field: &str, default: &str, write: &str| UnetError::Unsupported {
+            path: path.clone(),
+            field: field.into(),
+            value: "absent".into(),
+            why: format!(
+                "diffusers' default for {} is {default}, which this crate does not compute; \
+                 write `\"{field}\": {write}`",
+                get("_class_name")
+            ),
+        };
+        if sampler == Sampler::Ddim {
+            for field in ["clip_sample", "set_alpha_to_one"] {
+                if get(field).is_null() {
+                    return Err(absent(field, "true", "false"));
+                }
+            }
+        }
+        if sampler == Sampler::Euler && get("timestep_spacing").is_null() {
+            return Err(absent(
+                "timestep_spacing",
+                "\"linspace\"",
+                "\"leading\" or \"trailing\"",
+            ));
+        }
+        let d = DIFFUSERS_DEFAULTS;
         let number = |k: &str, default: f64| -> Result<f64> {
             match get(k) {
                 Value::Null => Ok(default),

@@ -470,16 +470,41 @@ pub struct Comparison {
     pub max_ref: f64,
     /// The cosine this comparison must reach.
     pub required_cosine: f64,
+    /// The largest absolute difference allowed, where one is required (the fp32 references).
+    pub allowed_max_abs: Option<f64>,
 }
 
 impl Comparison {
-    /// Whether the requirement holds.
+    /// Whether the requirements hold.
     pub fn ok(&self) -> bool {
         self.cosine >= self.required_cosine
+            && self.allowed_max_abs.is_none_or(|m| self.max_abs <= m)
+    }
+
+    /// The requirements, for a report: `cosine >= c` and, where set, `max abs <= m`.
+    pub fn requirement(&self) -> String {
+        match self.allowed_max_abs {
+            Some(m) => format!(
+                "1 - cosine <= {:.0e}, max abs <= {m:.0e}",
+                1.0 - self.required_cosine
+            ),
+            None => format!("cosine >= {}", self.required_cosine),
+        }
     }
 }
 
-fn compare(name: &str, ours: &[f32], reference: &[f32], required_cosine: f64) -> Comparison {
+/// Against an fp32 reference graph the conversion is exact up to float rounding: the largest
+/// differences measured are 1.05e-5 (CLIP's hidden rows, values up to 7.4) and 4.8e-6 (DINOv2),
+/// `1 - cosine` at most 1.5e-12 (2-core Intel Xeon, ndarray). Required: max abs <= 1e-4, about
+/// 10x, and `1 - cosine <= 1e-10` (the cosine's gap grows with the square of the error: 100x).
+const FP32: (f64, Option<f64>) = (1.0 - 1e-10, Some(1e-4));
+
+fn compare(
+    name: &str,
+    ours: &[f32],
+    reference: &[f32],
+    (required_cosine, allowed_max_abs): (f64, Option<f64>),
+) -> Comparison {
     let (mut dot, mut na, mut nb, mut max_abs, mut max_ref) =
         (0.0f64, 0.0f64, 0.0f64, 0.0f64, 0.0f64);
     for (a, b) in ours.iter().zip(reference) {
@@ -501,13 +526,14 @@ fn compare(name: &str, ours: &[f32], reference: &[f32], required_cosine: f64) ->
         max_abs,
         max_ref,
         required_cosine,
+        allowed_max_abs,
     }
 }
 
 /// Run the converted model in `ckpt_dir` on the committed ONNX Runtime reference inputs and
-/// compare: DINOv2 against the fp32 graph (cosine >= 0.999, square and non-square input);
-/// CLIP against the int8 graph (cosine >= 0.98: the reference quantises its activations) and
-/// against the same graph with dequantised fp32 weights (cosine >= 0.999).
+/// compare: DINOv2 against the fp32 graph (`1 - cosine <= 1e-10`, max abs <= 1e-4, square and
+/// non-square input); CLIP against the int8 graph (cosine >= 0.98: the reference quantises its
+/// activations) and against the same graph with dequantised fp32 weights (as DINOv2).
 pub fn verify<B: burn::tensor::backend::Backend>(
     asset: &Asset,
     ckpt_dir: &Path,
@@ -555,7 +581,7 @@ pub fn verify<B: burn::tensor::backend::Backend>(
             let (rows, mean) = rows_and_mean(out.last_hidden_state, &index("rows_index")?);
             let embeds = to_vec(out.image_embeds.expect("CLIP with projection"));
             let pooled = to_vec(out.pooler_output);
-            for (suffix, req) in [("_fp32dequant", 0.999), ("", 0.98)] {
+            for (suffix, req) in [("_fp32dequant", FP32), ("", (0.98, None))] {
                 let label = if suffix.is_empty() {
                     " vs int8 graph"
                 } else {
@@ -564,7 +590,7 @@ pub fn verify<B: burn::tensor::backend::Backend>(
                 // The int8 graph quantises activations (one uint8 step per tensor, outliers ~80),
                 // so only its final embedding is held to 0.98; the intermediate outputs drift
                 // more and are held to 0.95.
-                let req_rows = if suffix.is_empty() { 0.95 } else { req };
+                let req_rows = if suffix.is_empty() { (0.95, None) } else { req };
                 report.push(compare(
                     &format!("image_embeds{label}"),
                     &embeds,
@@ -597,13 +623,13 @@ pub fn verify<B: burn::tensor::backend::Backend>(
                 "last_hidden_state rows 224x224",
                 &rows,
                 &read("last_hidden_state_rows")?.1,
-                0.999,
+                FP32,
             ));
             report.push(compare(
                 "last_hidden_state token mean 224x224",
                 &mean,
                 &read("last_hidden_state_token_mean")?.1,
-                0.999,
+                FP32,
             ));
             let ns = refs.read_i64("nonsquare_input_shape")?.1;
             let (h, w) = (ns[2] as usize, ns[3] as usize);
@@ -615,13 +641,13 @@ pub fn verify<B: burn::tensor::backend::Backend>(
                 &format!("last_hidden_state rows {h}x{w}"),
                 &rows,
                 &read("nonsquare_last_hidden_state_rows")?.1,
-                0.999,
+                FP32,
             ));
             report.push(compare(
                 &format!("last_hidden_state token mean {h}x{w}"),
                 &mean,
                 &read("nonsquare_last_hidden_state_token_mean")?.1,
-                0.999,
+                FP32,
             ));
         }
     }

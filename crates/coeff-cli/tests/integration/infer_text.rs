@@ -28,6 +28,18 @@ fn infer(model: &str, input: &Path, output: &Path) -> (Option<i32>, String) {
     testing::run(BIN, Path::new("."), &args)
 }
 
+/// The bounds of the coeff-vl parity tests (about 10x the differences measured there), per model.
+fn tolerance(model: &str) -> f32 {
+    match model {
+        "bert_tiny" => 1e-5,
+        "clip_text_tiny" | "clip_tiny" => 2e-5,
+        "bart_tiny" => 4e-5,
+        // The coeff-sdxl parity bounds.
+        "sdxl_tiny" | "vae_tiny" => 3e-5,
+        _ => panic!("no tolerance for {model}"),
+    }
+}
+
 #[test]
 fn infer_runs_every_text_model_as_transformers() {
     let tmp = tempfile::tempdir().unwrap();
@@ -65,7 +77,8 @@ fn infer_runs_every_text_model_as_transformers() {
                 .zip(&b)
                 .map(|(x, y)| (x - y).abs())
                 .fold(0.0f32, f32::max);
-            assert!(d < 1e-4, "{model} {k}: max |diff| {d}");
+            eprintln!("{model} {k}: max |diff| {d:.2e}");
+            assert!(d < tolerance(model), "{model} {k}: max |diff| {d}");
         }
     }
 }
@@ -123,8 +136,9 @@ fn infer_runs_diffusers_unet_and_vae_folders() {
                 .zip(&b)
                 .map(|(x, y)| (x - y).abs())
                 .fold(0.0f32, f32::max);
+            eprintln!("{model} {k}: max |diff| {d:.2e}");
             assert!(
-                a.len() == b.len() && d < 1e-4,
+                a.len() == b.len() && d < tolerance(model),
                 "{model} {k}: max |diff| {d}"
             );
         }

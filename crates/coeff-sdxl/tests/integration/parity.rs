@@ -22,6 +22,10 @@ fn tensor<const D: usize>(ckpt: &Checkpoint, key: &str) -> Tensor<B, D> {
     Tensor::from_data(TensorData::new(values, shape), &Default::default())
 }
 
+/// About 10x the largest difference measured (3.3e-6 SDXL-style, 1.9e-6 SD1.5-style, outputs of
+/// scale ~2.4; 2-core Intel Xeon, ndarray).
+const TOLERANCE: f32 = 3e-5;
+
 fn run(name: &str) -> (f32, f32) {
     let dir = fixture(name);
     let (config, unet) = load_unet::<B>(&dir, &Default::default())
@@ -48,7 +52,7 @@ fn run(name: &str) -> (f32, f32) {
 fn sdxl_style_unet_matches_diffusers() {
     let (diff, scale) = run("sdxl_tiny");
     assert!(
-        diff < 1e-4,
+        diff < TOLERANCE,
         "max |ours - diffusers| = {diff} (output scale {scale})"
     );
 }
@@ -57,7 +61,7 @@ fn sdxl_style_unet_matches_diffusers() {
 fn sd15_style_unet_matches_diffusers() {
     let (diff, scale) = run("sd15_tiny");
     assert!(
-        diff < 1e-4,
+        diff < TOLERANCE,
         "max |ours - diffusers| = {diff} (output scale {scale})"
     );
 }

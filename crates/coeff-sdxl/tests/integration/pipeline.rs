@@ -39,6 +39,8 @@ fn prompts() -> Vec<String> {
     serde_json::from_str(&std::fs::read_to_string(dir().join("prompts.json")).unwrap()).unwrap()
 }
 
+/// Bounds are about 10x what was measured (2-core Intel Xeon, ndarray): prompt embeddings 1.9e-6,
+/// pooled 1.0e-6, final latents after 4 guided Euler steps 4.4e-5, decoded image 2.2e-6.
 #[test]
 fn tiny_sdxl_pipeline_matches_diffusers() {
     let dev = Default::default();
@@ -60,13 +62,13 @@ fn tiny_sdxl_pipeline_matches_diffusers() {
         "prompt_embeds",
         embeds.clone(),
         float(&r, "prompt_embeds"),
-        1e-4,
+        2e-5,
     );
     close(
         "pooled_prompt_embeds",
         pooled.clone(),
         float(&r, "pooled_prompt_embeds"),
-        1e-4,
+        1e-5,
     );
 
     let cfg = SampleConfig {
@@ -82,10 +84,10 @@ fn tiny_sdxl_pipeline_matches_diffusers() {
         "final latents",
         latents.clone(),
         float(&r, "final_latents"),
-        1e-3,
+        4e-4,
     );
-    close("image", pipe.decode(latents), float(&r, "image"), 1e-4);
+    close("image", pipe.decode(latents), float(&r, "image"), 3e-5);
 
     let image = pipe.generate(&prompts, float(&r, "latents"), &cfg).unwrap();
-    close("generate()", image, float(&r, "image"), 1e-4);
+    close("generate()", image, float(&r, "image"), 3e-5);
 }

@@ -234,3 +234,57 @@ fn ddim_over_a_whole_schedule_lands_on_the_analytic_state() {
         }
     }
 }
+
+fn read_config(json: serde_json::Value) -> Result<(ScheduleConfig, Sampler), String> {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("scheduler_config.json"), json.to_string()).unwrap();
+    ScheduleConfig::from_file(dir.path()).map_err(|e| e.to_string())
+}
+
+/// A field left out takes what diffusers' class takes (`DDIMScheduler.from_config` fills its
+/// `__init__` defaults: betas linear 0.0001..0.02, epsilon, leading, offset 0); where that
+/// default is one this crate does not compute (DDIM: `clip_sample` and `set_alpha_to_one` true;
+/// Euler: `linspace` spacing) the absent field is an error naming it.
+#[test]
+fn absent_fields_take_diffusers_defaults_or_are_named() {
+    let (config, sampler) = read_config(serde_json::json!({
+        "_class_name": "DDIMScheduler", "clip_sample": false, "set_alpha_to_one": false,
+    }))
+    .expect("a DDIM config with the two unsupported defaults overridden");
+    assert_eq!(sampler, Sampler::Ddim);
+    assert_eq!(config.num_train_timesteps, 1000);
+    assert_eq!((config.beta_start, config.beta_end), (0.0001, 0.02));
+    assert_eq!(
+        config.beta_schedule,
+        coeff_sdxl::scheduler::BetaSchedule::Linear
+    );
+    assert_eq!(config.prediction, Prediction::Epsilon);
+    assert_eq!((config.spacing, config.steps_offset), (Spacing::Leading, 0));
+
+    for field in ["clip_sample", "set_alpha_to_one"] {
+        let mut json = serde_json::json!({
+            "_class_name": "DDIMScheduler", "clip_sample": false, "set_alpha_to_one": false,
+        });
+        json.as_object_mut().unwrap().remove(field);
+        let err = read_config(json).expect_err(field);
+        assert!(
+            err.contains(&format!("`{field}` = absent")) && err.contains("default"),
+            "{err}"
+        );
+    }
+    let err = read_config(serde_json::json!({"_class_name": "EulerDiscreteScheduler"}))
+        .expect_err("Euler without timestep_spacing");
+    assert!(
+        err.contains("`timestep_spacing` = absent") && err.contains("linspace"),
+        "{err}"
+    );
+    let (config, sampler) = read_config(serde_json::json!({
+        "_class_name": "EulerDiscreteScheduler", "timestep_spacing": "trailing",
+    }))
+    .unwrap();
+    assert_eq!(
+        (sampler, config.spacing),
+        (Sampler::Euler, Spacing::Trailing)
+    );
+    assert_eq!((config.beta_start, config.beta_end), (0.0001, 0.02));
+}

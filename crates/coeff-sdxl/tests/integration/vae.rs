@@ -32,6 +32,7 @@ fn tiny_vae_matches_diffusers() {
         assert_eq!(ours.dims(), theirs.dims(), "{key}");
         let d: f32 = (ours - theirs).abs().max().into_scalar();
         eprintln!("{key}: max |ours - diffusers| = {d:e}");
-        assert!(d < 1e-4, "{key}: max |ours - diffusers| = {d}");
+        // About 10x the largest measured (decoded: 3.0e-6; mean 1.3e-6, logvar 1.7e-6).
+        assert!(d < 3e-5, "{key}: max |ours - diffusers| = {d}");
     }
 }
