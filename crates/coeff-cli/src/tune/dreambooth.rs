@@ -321,6 +321,11 @@ pub struct Metrics {
     pub loss_first_last: Option<(f64, f64)>,
     /// What the diffusers export wrote, or why there is none.
     pub lora_export: String,
+    /// Attention forwards of the process that finished the run that took the memory-bounded
+    /// path (query chunks, maps recomputed in the backward pass: `--attention-chunk`); 0 when
+    /// every layer ran eager.
+    #[serde(default)]
+    pub recomputed_attention_calls: usize,
     /// Every step is done and the outputs are written.
     pub finished: bool,
 }
@@ -923,6 +928,7 @@ pub fn run<B: AutodiffBackend>(args: &DreamboothArgs, device: &B::Device) -> Res
         peak_rss_mib: None,
         loss_first_last: None,
         lora_export: String::new(),
+        recomputed_attention_calls: 0,
         finished: false,
     });
     metrics.cache_seconds = cache_seconds;
@@ -963,6 +969,7 @@ pub fn run<B: AutodiffBackend>(args: &DreamboothArgs, device: &B::Device) -> Res
         device,
     )?;
 
+    let recomputed_before = coeff_tuning::attention::recompute::calls();
     if args.attention_chunk > 0 {
         // Layers with at most this many tokens stay eager (the chunked path needs more rows).
         coeff_tuning::attention::recompute::enable::<B::InnerBackend>();
@@ -1105,6 +1112,8 @@ pub fn run<B: AutodiffBackend>(args: &DreamboothArgs, device: &B::Device) -> Res
         )
     });
     metrics.peak_rss_mib = peak_rss_mib();
+    metrics.recomputed_attention_calls =
+        coeff_tuning::attention::recompute::calls() - recomputed_before;
     metrics.finished = true;
     coeff_harness::report::write_json(&metrics_path(&args.out), &metrics)?;
     eprintln!(

@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 /// PyTorch uses. Composing the forward from `erf`, `mul` and scalar ops gives the exact
 /// derivative on every backend, at the cost of two more saved tensors of `x`'s size for the
 /// backward (`x / sqrt 2` for `erf`, `Phi(x)` for the product) than the fused operator keeps.
-/// [`Activation::forward`] uses it only while recording gradients.
+/// [`Activation::forward`] uses it only while recording gradients, and not on Flex, whose
+/// fused backward is already exact.
 pub fn gelu_exact_backward<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     let phi = x
         .clone()
@@ -22,6 +23,12 @@ pub fn gelu_exact_backward<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tenso
         .add_scalar(1.0)
         .mul_scalar(0.5);
     x * phi
+}
+
+/// Whether training on `B` needs [`gelu_exact_backward`]: while recording gradients, on every
+/// autodiff backend but Flex's (whose `gelu_backward` is the erf form's derivative, tested).
+fn needs_exact_gelu_backward<B: Backend>(device: &B::Device) -> bool {
+    B::ad_enabled(device) && B::name(device) != "autodiff<flex>"
 }
 
 /// An elementwise activation.
@@ -72,7 +79,9 @@ impl Activation {
     /// Apply to any tensor.
     pub fn forward<B: Backend, const D: usize>(self, x: Tensor<B, D>) -> Tensor<B, D> {
         match self {
-            Activation::Gelu if B::ad_enabled(&x.device()) => gelu_exact_backward(x),
+            Activation::Gelu if needs_exact_gelu_backward::<B>(&x.device()) => {
+                gelu_exact_backward(x)
+            }
             Activation::Gelu => gelu(x),
             Activation::GeluTanh => gelu_approximate(x),
             Activation::QuickGelu => x.clone() * sigmoid(x * 1.702),
@@ -85,16 +94,28 @@ impl Activation {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::backend::{Autodiff, NdArray};
-
-    type B = Autodiff<NdArray<f32>>;
+    use burn::backend::{Autodiff, Flex, NdArray};
 
     /// `d gelu / dx = Phi(x) + x phi(x)` (the erf form's derivative, PyTorch's), to f32
-    /// rounding, where Burn's default backward is off by up to 8.7e-4 near x = 2.
+    /// rounding, where Burn's default backward is off by up to 8.7e-4 near x = 2. On ndarray
+    /// (the composed path) and on Flex (its fused operator, whose backward must stay exact for
+    /// the fused path to be taken there).
     #[test]
     fn gelu_gradient_is_the_exact_derivative() {
+        check::<Autodiff<NdArray<f32>>>("ndarray");
+        check::<Autodiff<Flex>>("flex");
+    }
+
+    fn check<B: burn::tensor::backend::AutodiffBackend>(name: &str) {
+        let device = Default::default();
+        assert_eq!(
+            needs_exact_gelu_backward::<B>(&device),
+            name != "flex",
+            "{}",
+            B::name(&device)
+        );
         let xs: Vec<f32> = (-60..=60).map(|i| i as f32 / 10.0).collect();
-        let x = Tensor::<B, 1>::from_floats(xs.as_slice(), &Default::default()).require_grad();
+        let x = Tensor::<B, 1>::from_floats(xs.as_slice(), &device).require_grad();
         let y = Activation::Gelu.forward(x.clone());
         let grads = y.clone().sum().backward();
         let g = x.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
@@ -105,9 +126,12 @@ mod tests {
             let phi = (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt();
             let cdf = 0.5 * (1.0 + erf(x / std::f64::consts::SQRT_2));
             worst = worst.max((f64::from(gi) - (cdf + x * phi)).abs());
-            assert!((f64::from(yi) - x * cdf).abs() < 1e-5, "gelu({x}) = {yi}");
+            assert!(
+                (f64::from(yi) - x * cdf).abs() < 1e-5,
+                "{name}: gelu({x}) = {yi}"
+            );
         }
-        assert!(worst < 1e-5, "gelu gradient off by {worst}");
+        assert!(worst < 1e-5, "{name}: gelu gradient off by {worst}");
     }
 
     /// erf in f64 for the reference values: its Taylor series up to |x| = 4 (cancellation
