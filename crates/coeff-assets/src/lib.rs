@@ -297,17 +297,19 @@ pub fn fetch_npm_tarball(
             .arg(&scratch)
             .arg(format!("{}@{}", pkg.package, pkg.version))
             .output()
-            .map_err(|e| fail(format!("cannot run npm: {e}")))?;
-        if !out.status.success() {
-            let _ = std::fs::remove_dir_all(&scratch);
-            return Err(fail(
-                String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            ));
-        }
+            .map_err(|e| fail(format!("cannot run npm: {e}")));
         let got = scratch.join(path.file_name().expect("file name"));
-        let renamed = std::fs::rename(&got, &path).map_err(|e| io(&got, e));
+        let done = match out {
+            Ok(out) if out.status.success() => {
+                std::fs::rename(&got, &path).map_err(|e| io(&got, e))
+            }
+            Ok(out) => Err(fail(
+                String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            )),
+            Err(e) => Err(e),
+        };
         let _ = std::fs::remove_dir_all(&scratch);
-        renamed?;
+        done?;
     }
     let bytes = std::fs::read(&path).map_err(|e| io(&path, e))?;
     check_sha256(&path, &bytes, pkg.sha256)?;
@@ -367,7 +369,13 @@ pub fn fetch_deb_files(
                 // Another fetch finished first.
                 return Ok(());
             }
-            std::fs::remove_dir_all(&root).map_err(|e| io(&root, e))?;
+            // A stale or partial folder: moved aside in one rename (never deleted in place, where
+            // a concurrent fetch could just have renamed a good one in), then removed.
+            let stale = scratch_dir(&debs)?;
+            std::fs::remove_dir(&stale).map_err(|e| io(&stale, e))?;
+            if std::fs::rename(&root, &stale).is_ok() {
+                let _ = std::fs::remove_dir_all(&stale);
+            }
         }
         match std::fs::rename(&scratch, &root) {
             Ok(()) => Ok(()),

@@ -11,6 +11,9 @@
 //! docs/benchmarks.md). Both bounds are asserted for every variant (none, coeff, lora,
 //! lora+coeff), and the ratio recompute / eager below 0.2 (measured 0.10).
 
+// Host memory only: on the GPU backends the maps live in device memory the allocator cannot see.
+#![cfg(not(any(feature = "wgpu", feature = "cuda")))]
+
 use std::path::Path;
 use std::process::Command;
 

@@ -164,7 +164,7 @@ impl ScheduleConfig {
             why: format!(
                 "diffusers' default for {} is {default}, which this crate does not compute; \
                  write `\"{field}\": {write}`",
-                get("_class_name")
+                get("_class_name").as_str().unwrap_or("this class")
             ),
         };
         if sampler == Sampler::Ddim {
@@ -261,7 +261,7 @@ impl ScheduleConfig {
                     ("trailing", Spacing::Trailing),
                 ],
             )?,
-            steps_offset: number("steps_offset", 0.0)? as usize,
+            steps_offset: number("steps_offset", d.steps_offset as f64)? as usize,
         };
         Ok((config, sampler))
     }

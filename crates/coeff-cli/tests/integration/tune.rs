@@ -268,9 +268,10 @@ fn tune_classify_trains_resumes_and_loads_back() {
         .zip(&again)
         .map(|(a, b)| (a - b).abs())
         .fold(0f32, f32::max);
+    // Measured 1.5e-7 (one epoch at lr 1e-9 barely moves the adapter); about 10x.
     eprintln!("--init-adapter at lr 1e-9: logits max |diff| {diff:.2e}");
     assert!(
-        diff < 1e-4,
+        diff < 2e-6,
         "the run did not start from --init-adapter: max |diff| {diff}"
     );
     let ckpt = checkpoint();
@@ -414,8 +415,9 @@ fn tune_classify_dinov2_grad_accum_and_peft_export() {
     let (a, b) = (super::common::adapter(&one), super::common::adapter(&two));
     assert!(!a.is_empty());
     let d = super::common::max_diff(&a, &b);
+    // Measured 4.1e-8 (the accumulated gradient differs by float rounding); about 10x.
     eprintln!("--grad-accum 2 vs 1: adapter max |diff| {d:.2e}");
-    assert!(d < 1e-4, "--grad-accum 2 differs from 1 by {d}");
+    assert!(d < 5e-7, "--grad-accum 2 differs from 1 by {d}");
 
     let peft = peft_only(&one.join("adapter"), &tmp.path().join("peft"));
     let st = std::fs::read(peft.join("adapter_model.safetensors")).unwrap();

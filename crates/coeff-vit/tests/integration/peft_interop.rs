@@ -10,7 +10,7 @@ use coeff_vit::{load_pretrained, Checkpoint, VisionTransformer};
 
 type B = burn::backend::NdArray<f32>;
 
-/// Bound on our output vs PeftModel's: about 10x the largest measured, 3.8e-6 (docs/adapters.md).
+/// Bound on our output vs PeftModel's: about 10x the largest measured, 3.8e-6 (docs/vit.md).
 const TOLERANCE: f32 = 4e-5;
 
 fn fixture(name: &str) -> PathBuf {
